@@ -1,0 +1,178 @@
+/*
+ * bnorm: batch normalization (Ioffe & Szegedy 2015), C API.
+ *
+ * C99-compatible, cuDNN-like: plain pointers and sizes in, a status code out.
+ * The message of a failure is kept per thread and read with bnorm_last_error().
+ * A failing call writes nothing: outputs, running buffers and counters are left
+ * exactly as they were.
+ *
+ * Tensors
+ *   x holds n*c*spatial values, in (n, c, spatial) order for BNORM_CHANNELS_FIRST
+ *   or (n, spatial, c) order for BNORM_CHANNELS_LAST. spatial is the product of the
+ *   trailing dims: 1 for (N, C), L for (N, C, L), H*W for (N, C, H, W), D*H*W for
+ *   (N, C, D, H, W). Statistics are per channel over the m = n*spatial values.
+ *   Per-channel buffers (weight, bias, running_*, save_*, dweight, dbias) hold c values.
+ *   Every size must be >= 1 and n*c*spatial must fit in int64_t.
+ *
+ * The transform (per channel, over the m values)
+ *   mean = sum(x) / m,  var = sum((x - mean)^2) / m            (biased)
+ *   invstd = 1 / sqrt(var + eps)
+ *   y = weight * (x - mean) * invstd + bias
+ *   running_mean = (1 - momentum) * running_mean + momentum * mean
+ *   running_var  = (1 - momentum) * running_var  + momentum * var * m / (m - 1)
+ *   (PyTorch/cuDNN convention; see BNORM_MOMENTUM_CUMULATIVE and
+ *   BNORM_RUNNING_VAR_BIASED for the other conventions.)
+ *
+ * Momentum conventions of other frameworks
+ *   Keras / TF: momentum 0.99 there == momentum 0.01 here (they keep a "keep" factor).
+ *   ONNX BatchNormalization (training_mode) and d2l: momentum 0.9 there == 0.1 here,
+ *   with BNORM_RUNNING_VAR_BIASED.
+ *
+ * Aliasing: y may equal x (in-place forward); dx may equal dy (in-place backward).
+ * Any other overlap between an output and an input is undefined.
+ */
+#ifndef BNORM_BNORM_H
+#define BNORM_BNORM_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { BNORM_CHANNELS_FIRST = 0, BNORM_CHANNELS_LAST = 1 } bnorm_layout;
+
+typedef enum {
+  BNORM_SUCCESS = 0,
+  BNORM_ERROR_NULL_POINTER = 1,    /* a required pointer argument was NULL */
+  BNORM_ERROR_INVALID_SHAPE = 2,   /* a size < 1, a bad rank, or an unknown layout */
+  BNORM_ERROR_SIZE_OVERFLOW = 3,   /* n * c * spatial does not fit in int64_t */
+  BNORM_ERROR_TOO_FEW_VALUES = 4,  /* training with one value per channel (m == 1) */
+  BNORM_ERROR_INVALID_VALUE = 5,   /* eps, momentum or another scalar out of range */
+  BNORM_ERROR_SHAPE_MISMATCH = 6,  /* a buffer's length disagrees with the channels (C++, Python) */
+  BNORM_ERROR_INVALID_STATE = 7,   /* e.g. backward before any training forward (C++, Python) */
+  BNORM_ERROR_OUT_OF_MEMORY = 8,   /* scratch memory could not be allocated */
+  BNORM_ERROR_INTERNAL = 9         /* a bug in bnorm: please report it */
+} bnorm_status;
+
+/* Momentum sentinel: the cumulative average of every batch seen so far
+   (PyTorch's momentum=None): factor = 1 / num_batches_tracked after it is
+   incremented. Needs num_batches_tracked, so only the _ex functions take it. */
+#define BNORM_MOMENTUM_CUMULATIVE (-1.0)
+
+typedef enum {
+  BNORM_RUNNING_VAR_UNBIASED = 0, /* var * m / (m - 1): PyTorch, cuDNN, the paper */
+  BNORM_RUNNING_VAR_BIASED = 1    /* var: ONNX, Keras 3, d2l */
+} bnorm_running_var_estimator;
+
+/* How a training forward updates the running statistics. */
+typedef struct {
+  double momentum;                    /* in [0, 1], or BNORM_MOMENTUM_CUMULATIVE */
+  bnorm_running_var_estimator running_var_estimator;
+  int64_t *num_batches_tracked;       /* NULL, or incremented by one per call;
+                                         required with BNORM_MOMENTUM_CUMULATIVE */
+} bnorm_running_stats_update;
+
+/* ---- float32 ------------------------------------------------------------------ */
+
+/* Training forward: batch statistics. weight/bias NULL mean 1 and 0.
+   running_mean/running_var NULL: that buffer is not updated.
+   save_mean/save_invstd NULL: not saved (backward needs them). */
+bnorm_status bnorm_batch_norm_forward_training_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, float *y, const float *weight, const float *bias,
+    double eps, double momentum, float *running_mean, float *running_var,
+    float *save_mean, float *save_invstd);
+
+/* The same with every running-statistics convention (cumulative average,
+   biased running var, num_batches_tracked). update NULL: momentum 0.1, unbiased. */
+bnorm_status bnorm_batch_norm_forward_training_ex_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, float *y, const float *weight, const float *bias, double eps,
+    const bnorm_running_stats_update *update, float *running_mean, float *running_var,
+    float *save_mean, float *save_invstd);
+
+/* Inference forward: y = weight * (x - running_mean) / sqrt(running_var + eps) + bias. */
+bnorm_status bnorm_batch_norm_forward_inference_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, float *y, const float *weight, const float *bias,
+    const float *running_mean, const float *running_var, double eps);
+
+/* Backward of the training forward (the batch statistics depend on x):
+     xhat = (x - mean) * invstd,  dbias = sum(dy),  dweight = sum(dy * xhat),
+     dx = weight * invstd / m * (m * dy - dbias - xhat * dweight).
+   save_mean/save_invstd are what the training forward saved. dx, dweight, dbias:
+   NULL means not computed. save_mean serves as a shift: the exact batch mean is
+   recovered from x in the same pass, so a float save_mean loses no digits even when
+   |mean| >> std. */
+bnorm_status bnorm_batch_norm_backward_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, const float *dy, float *dx, const float *weight,
+    const float *save_mean, const float *save_invstd,
+    float *dweight, float *dbias);
+
+/* Backward of the inference forward (statistics held fixed):
+     invstd = 1 / sqrt(running_var + eps),  dx = dy * weight * invstd,
+     dweight = sum(dy * (x - running_mean) * invstd),  dbias = sum(dy).
+   x may be NULL when dweight is NULL. */
+bnorm_status bnorm_batch_norm_backward_inference_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, const float *dy, float *dx, const float *weight,
+    const float *running_mean, const float *running_var, double eps,
+    float *dweight, float *dbias);
+
+/* ---- float64: the same functions over double ------------------------------------ */
+
+bnorm_status bnorm_batch_norm_forward_training_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, double *y, const double *weight, const double *bias,
+    double eps, double momentum, double *running_mean, double *running_var,
+    double *save_mean, double *save_invstd);
+
+bnorm_status bnorm_batch_norm_forward_training_ex_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, double *y, const double *weight, const double *bias, double eps,
+    const bnorm_running_stats_update *update, double *running_mean, double *running_var,
+    double *save_mean, double *save_invstd);
+
+bnorm_status bnorm_batch_norm_forward_inference_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, double *y, const double *weight, const double *bias,
+    const double *running_mean, const double *running_var, double eps);
+
+bnorm_status bnorm_batch_norm_backward_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, const double *dy, double *dx, const double *weight,
+    const double *save_mean, const double *save_invstd,
+    double *dweight, double *dbias);
+
+bnorm_status bnorm_batch_norm_backward_inference_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, const double *dy, double *dx, const double *weight,
+    const double *running_mean, const double *running_var, double eps,
+    double *dweight, double *dbias);
+
+/* ---- errors, threads, version ---------------------------------------------------- */
+
+/* Message of this thread's last failure ("" if none yet). Valid until the next
+   failing call on this thread. */
+const char *bnorm_last_error(void);
+
+/* A short constant name for a status, e.g. "BNORM_ERROR_NULL_POINTER". */
+const char *bnorm_status_string(bnorm_status status);
+
+/* Threads used by every call. n >= 1 sets it; n <= 0 restores the default (the
+   OpenMP default, usually one per core). Results are bitwise identical whatever
+   the thread count. */
+void bnorm_set_num_threads(int n);
+int bnorm_get_num_threads(void);
+
+/* Version as major * 10000 + minor * 100 + patch, and as "major.minor.patch". */
+int bnorm_version(void);
+const char *bnorm_version_string(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BNORM_BNORM_H */

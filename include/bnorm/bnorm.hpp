@@ -1,0 +1,180 @@
+// bnorm: batch normalization, C++ API.
+//
+// The same operations as the C API (bnorm.h; formulas and conventions are documented
+// there), with tensor shapes instead of flat sizes, spans whose lengths are checked,
+// and a bnorm::Error exception instead of a status code. On top of them, BatchNorm<T>:
+// a module owning weight, bias, running statistics and train/eval mode, like
+// torch.nn.BatchNorm{1,2,3}d.
+//
+//   bnorm::BatchNorm<float> bn(64);                        // 64 channels
+//   bnorm::TensorView<const float> x{data, {32, 64, 28, 28}};
+//   bnorm::TensorView<float> y{out, {32, 64, 28, 28}};
+//   bn.forward(x, y);                                       // training mode by default
+//   bn.backward(x, dy, dx);                                 // fills bn.grad_weight(), bn.grad_bias()
+//   bn.eval();  bn.forward(x, y);                           // running statistics
+#pragma once
+
+#include <bnorm/bnorm.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace bnorm {
+
+enum class Layout { channels_first = BNORM_CHANNELS_FIRST, channels_last = BNORM_CHANNELS_LAST };
+
+enum class RunningVar {
+  unbiased = BNORM_RUNNING_VAR_UNBIASED,  // PyTorch, cuDNN, the paper
+  biased = BNORM_RUNNING_VAR_BIASED       // ONNX, Keras 3, d2l
+};
+
+// Every failure of the C++ API: the message names the argument and what was expected;
+// status() is the C API's code for the same failure. Nothing is written when thrown.
+class Error : public std::runtime_error {
+ public:
+  Error(bnorm_status status, const std::string& message)
+      : std::runtime_error(message), status_(status) {}
+  bnorm_status status() const noexcept { return status_; }
+
+ private:
+  bnorm_status status_;
+};
+
+// A borrowed tensor. sizes are (N, C, *spatial) whatever the layout (like PyTorch);
+// data holds their product of values in (N, C, *spatial) order for channels_first or
+// (N, *spatial, C) order for channels_last. Rank 2 to 5 is what people use; any rank
+// >= 2 is accepted.
+template <class T>
+struct TensorView {
+  T* data = nullptr;
+  std::vector<int64_t> sizes;
+  Layout layout = Layout::channels_first;
+
+  TensorView() = default;
+  TensorView(T* data_, std::vector<int64_t> sizes_, Layout layout_ = Layout::channels_first)
+      : data(data_), sizes(std::move(sizes_)), layout(layout_) {}
+  // A view of T converts to a view of const T.
+  template <class U>
+    requires std::is_same_v<const U, T>
+  TensorView(const TensorView<U>& other)  // NOLINT(google-explicit-constructor)
+      : data(other.data), sizes(other.sizes), layout(other.layout) {}
+};
+
+// How a training forward updates running statistics. momentum nullopt = cumulative
+// average (PyTorch's momentum=None), which needs num_batches_tracked.
+struct RunningStatsUpdate {
+  std::optional<double> momentum = 0.1;
+  RunningVar running_var = RunningVar::unbiased;
+  int64_t* num_batches_tracked = nullptr;  // incremented per call when not null
+};
+
+// ---- functional API: an empty span means "not given" (weight 1, bias 0, buffer not
+// updated, output not computed). Per-channel spans hold C values. ----------------
+
+template <class T>
+void batch_norm_forward_training(TensorView<const T> x, TensorView<T> y, std::span<const T> weight,
+                                 std::span<const T> bias, double eps,
+                                 const RunningStatsUpdate& update, std::span<T> running_mean,
+                                 std::span<T> running_var, std::span<T> save_mean,
+                                 std::span<T> save_invstd);
+
+template <class T>
+void batch_norm_forward_inference(TensorView<const T> x, TensorView<T> y,
+                                  std::span<const T> weight, std::span<const T> bias,
+                                  std::span<const T> running_mean,
+                                  std::span<const T> running_var, double eps);
+
+// dx.data == nullptr: dx not computed.
+template <class T>
+void batch_norm_backward(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dx,
+                         std::span<const T> weight, std::span<const T> save_mean,
+                         std::span<const T> save_invstd, std::span<T> dweight,
+                         std::span<T> dbias);
+
+template <class T>
+void batch_norm_backward_inference(TensorView<const T> x, TensorView<const T> dy,
+                                   TensorView<T> dx, std::span<const T> weight,
+                                   std::span<const T> running_mean,
+                                   std::span<const T> running_var, double eps,
+                                   std::span<T> dweight, std::span<T> dbias);
+
+// ---- the module ----------------------------------------------------------------------
+
+struct BatchNormOptions {
+  double eps = 1e-5;
+  std::optional<double> momentum = 0.1;  // nullopt: cumulative average
+  bool affine = true;                    // false: no weight and bias
+  bool track_running_stats = true;       // false: batch statistics in eval mode too
+  RunningVar running_var = RunningVar::unbiased;
+};
+
+template <class T>  // float or double
+class BatchNorm {
+ public:
+  explicit BatchNorm(int64_t num_features, BatchNormOptions options = {});
+
+  // y = BN(x); y.data may equal x.data. Training mode (or no running statistics):
+  // batch statistics, running statistics updated in training mode, statistics saved
+  // for backward. Eval mode: running statistics.
+  void forward(TensorView<const T> x, TensorView<T> y);
+
+  // Gradient of the last forward, whose input was x (same sizes and layout; it must not
+  // have changed since). dx.data may be nullptr (not computed) or equal dy.data.
+  // Fills grad_weight() and grad_bias() when affine.
+  void backward(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dx);
+
+  void train(bool mode = true) { training_ = mode; }
+  void eval() { training_ = false; }
+  bool is_training() const { return training_; }
+
+  int64_t num_features() const { return num_features_; }
+  const BatchNormOptions& options() const { return options_; }
+
+  // Parameters (empty when !affine), buffers (empty when !track_running_stats), grads.
+  std::span<T> weight() { return weight_; }
+  std::span<T> bias() { return bias_; }
+  std::span<T> running_mean() { return running_mean_; }
+  std::span<T> running_var() { return running_var_; }
+  std::span<const T> weight() const { return weight_; }
+  std::span<const T> bias() const { return bias_; }
+  std::span<const T> running_mean() const { return running_mean_; }
+  std::span<const T> running_var() const { return running_var_; }
+  std::span<const T> grad_weight() const { return grad_weight_; }
+  std::span<const T> grad_bias() const { return grad_bias_; }
+  int64_t num_batches_tracked() const { return num_batches_tracked_; }
+  void set_num_batches_tracked(int64_t count);
+
+  // running_mean = 0, running_var = 1, num_batches_tracked = 0.
+  void reset_running_stats();
+  // weight = 1, bias = 0, and reset_running_stats().
+  void reset_parameters();
+
+ private:
+  enum class Saved { nothing, batch_statistics, running_statistics };
+
+  int64_t num_features_;
+  BatchNormOptions options_;
+  bool training_ = true;
+  std::vector<T> weight_, bias_, running_mean_, running_var_;
+  int64_t num_batches_tracked_ = 0;
+  std::vector<T> save_mean_, save_invstd_, grad_weight_, grad_bias_;
+  Saved saved_ = Saved::nothing;
+  std::vector<int64_t> saved_sizes_;
+  Layout saved_layout_ = Layout::channels_first;
+};
+
+extern template class BatchNorm<float>;
+extern template class BatchNorm<double>;
+
+// ---- threads and version ----------------------------------------------------------------
+
+inline void set_num_threads(int n) { bnorm_set_num_threads(n); }
+inline int get_num_threads() { return bnorm_get_num_threads(); }
+inline const char* version() { return bnorm_version_string(); }
+
+}  // namespace bnorm

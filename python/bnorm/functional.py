@@ -1,0 +1,70 @@
+"""Functional batch norm over numpy arrays, in torch.nn.functional's terms.
+
+Arrays are (N, C, *spatial). float32 or float64, one dtype per call (TypeError
+otherwise). A channels-last array (channel stride 1, e.g. an (N, H, W, C) array
+transposed to (N, C, H, W)) is processed without a copy and outputs keep the
+input's memory layout.
+
+Running-statistics conventions (see docs/conventions.md):
+  PyTorch:        momentum=0.1 (the default here)
+  Keras / TF:     their momentum 0.99 == momentum=0.01 here
+  ONNX, d2l:      their momentum 0.9  == momentum=0.1 here, running_var_estimator="biased"
+"""
+from . import _bnorm
+
+
+def _check_scalar(name, value, low=None, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if value != value or (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be in {bounds}, got {value}")
+    return value
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, *, running_var_estimator="unbiased"):
+    """Like torch.nn.functional.batch_norm: returns y.
+
+    training=True normalizes with the batch statistics and, where running_mean /
+    running_var are arrays, updates them in place:
+        running = (1 - momentum) * running + momentum * batch
+    (batch variance unbiased, m / (m - 1), unless running_var_estimator="biased").
+    training=False normalizes with running_mean and running_var.
+    """
+    eps = _check_scalar("eps", eps, 0.0)
+    if training:
+        momentum = _check_scalar("momentum", momentum, 0.0, 1.0)
+        y, _, _ = _bnorm.forward_training(x, weight, bias, running_mean, running_var, momentum,
+                                          eps, running_var_estimator)
+        return y
+    return _bnorm.forward_inference(x, weight, bias, running_mean, running_var, eps)
+
+
+def batch_norm_training(x, weight=None, bias=None, running_mean=None, running_var=None,
+                        momentum=0.1, eps=1e-5, *, running_var_estimator="unbiased"):
+    """Training forward that also returns what backward needs: (y, save_mean, save_invstd)."""
+    eps = _check_scalar("eps", eps, 0.0)
+    momentum = _check_scalar("momentum", momentum, 0.0, 1.0)
+    return _bnorm.forward_training(x, weight, bias, running_mean, running_var, momentum, eps,
+                                   running_var_estimator)
+
+
+def batch_norm_backward(x, dy, save_mean, save_invstd, weight=None, *, need_dx=True,
+                        need_dweight=True, need_dbias=True):
+    """Gradient of the training forward: (dx, dweight, dbias), None where not needed.
+
+        xhat = (x - mean) * invstd, dbias = sum(dy), dweight = sum(dy * xhat)
+        dx = weight * invstd / m * (m * dy - dbias - xhat * dweight)
+    """
+    return _bnorm.backward(x, dy, weight, save_mean, save_invstd, need_dx, need_dweight,
+                           need_dbias)
+
+
+def batch_norm_backward_inference(x, dy, running_mean, running_var, weight=None, eps=1e-5, *,
+                                  need_dx=True, need_dweight=True, need_dbias=True):
+    """Gradient of the inference forward, statistics held fixed: (dx, dweight, dbias)."""
+    eps = _check_scalar("eps", eps, 0.0)
+    return _bnorm.backward_inference(x, dy, weight, running_mean, running_var, eps, need_dx,
+                                     need_dweight, need_dbias)

@@ -1,0 +1,340 @@
+// bnorm._bnorm: numpy bindings of the C++ functional API (pybind11).
+//
+// Arrays are (N, C, *spatial) as in PyTorch. A C-contiguous array runs the
+// channels-first kernel; an array whose memory is (N, *spatial, C) contiguous (channel
+// stride 1, e.g. x_nhwc.transpose(0, 3, 1, 2)) runs the channels-last kernel without a
+// copy; any other strides are copied first. Outputs keep the input's layout.
+// dtype float32 or float64, the same for every array of a call; anything else is a
+// TypeError. Bad sizes and values are ValueErrors (bnorm::Error carries the message).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <bnorm/bnorm.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace {
+
+using bnorm::Layout;
+using bnorm::TensorView;
+
+std::string shape_string(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d)
+    s += (d ? ", " : "") + std::to_string(a.shape(d));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+py::array as_numpy(py::handle obj, const char* name) {
+  if (py::isinstance<py::array>(obj)) return py::reinterpret_borrow<py::array>(obj);
+  try {
+    return py::module_::import("numpy").attr("asarray")(obj).cast<py::array>();
+  } catch (const py::error_already_set&) {
+    throw py::type_error(std::string(name) + " must be a numpy array (or array-like), got " +
+                         std::string(py::str(obj.get_type().attr("__name__"))));
+  }
+}
+
+// Layout of an (N, C, *spatial) array's memory, or nullopt when it is neither.
+std::optional<Layout> memory_layout(const py::array& a) {
+  if (a.flags() & py::array::c_style) return Layout::channels_first;
+  const py::ssize_t nd = a.ndim();
+  if (nd < 3) return std::nullopt;
+  // Channels-last strides, in elements: C = 1, last spatial = C, each earlier spatial dim
+  // = the next one's stride * size, N = stride of dim 2 * size of dim 2. Dims of size 1
+  // may carry any stride.
+  std::vector<py::ssize_t> expected(static_cast<size_t>(nd));
+  expected[1] = 1;
+  py::ssize_t stride = a.shape(1);
+  for (py::ssize_t d = nd - 1; d >= 2; --d) {
+    expected[d] = stride;
+    stride *= a.shape(d);
+  }
+  expected[0] = stride;
+  for (py::ssize_t d = 0; d < nd; ++d)
+    if (a.shape(d) > 1 && a.strides(d) != expected[d] * a.itemsize()) return std::nullopt;
+  return Layout::channels_last;
+}
+
+std::vector<int64_t> sizes_of(const py::array& a) {
+  return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+// A new array shaped like x = (N, C, *spatial) whose memory is in `layout` order.
+template <class T>
+py::array empty_like_layout(const std::vector<int64_t>& sizes, Layout layout) {
+  if (layout == Layout::channels_first || sizes.size() < 3)
+    return py::array_t<T>(std::vector<py::ssize_t>(sizes.begin(), sizes.end()));
+  std::vector<py::ssize_t> memory_order{sizes[0]};  // (N, *spatial, C)
+  for (size_t d = 2; d < sizes.size(); ++d) memory_order.push_back(sizes[d]);
+  memory_order.push_back(sizes[1]);
+  py::list axes;  // (N, C, *spatial) view of it
+  axes.append(0);
+  axes.append(sizes.size() - 1);
+  for (size_t d = 1; d + 1 < sizes.size(); ++d) axes.append(d);
+  return py::array_t<T>(memory_order).attr("transpose")(py::tuple(axes)).template cast<py::array>();
+}
+
+// A (N, C, *spatial) input as a view in `want` layout (or its own layout when want is
+// nullopt), copying only when the memory is in neither layout or not the wanted one.
+template <class T>
+struct Tensor {
+  py::array array;  // keeps the data alive
+  Layout layout = Layout::channels_first;
+
+  TensorView<const T> view() const {
+    return {static_cast<const T*>(array.data()), sizes_of(array), layout};
+  }
+};
+
+template <class T>
+Tensor<T> tensor_input(const py::array& a, const char* name, std::optional<Layout> want) {
+  if (a.ndim() < 2)
+    throw py::value_error(std::string(name) + " must have at least 2 dims (N, C, *spatial), got shape " +
+                          shape_string(a));
+  const std::optional<Layout> have = memory_layout(a);
+  if (have && (!want || *want == *have)) return {a, *have};
+  const Layout layout = want.value_or(Layout::channels_first);
+  py::array copy = empty_like_layout<T>(sizes_of(a), layout);
+  py::module_::import("numpy").attr("copyto")(copy, a);
+  return {copy, layout};
+}
+
+char dtype_char(const py::array& a) { return a.dtype().kind() == 'f' ? 'f' : 'x'; }
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+template <class T>
+const char* type_name() {
+  return std::is_same_v<T, float> ? "float32" : "float64";
+}
+
+template <class T>
+void require_dtype(const py::array& a, const char* name) {
+  if (!py::isinstance<py::array_t<T>>(a) || dtype_char(a) != 'f')
+    throw py::type_error(std::string(name) + " must be " + type_name<T>() + " like x, got " +
+                         dtype_name(a));
+}
+
+// A per-channel input: None -> empty span; else a 1-D array of C values of dtype T.
+template <class T>
+std::span<const T> channel_input(py::handle obj, const char* name, int64_t channels,
+                                 py::array& keep) {
+  if (obj.is_none()) return {};
+  py::array a = as_numpy(obj, name);
+  require_dtype<T>(a, name);
+  if (a.ndim() != 1 || a.shape(0) != channels)
+    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(channels) +
+                          ",), one value per channel of x, got " + shape_string(a));
+  keep = py::module_::import("numpy").attr("ascontiguousarray")(a).cast<py::array>();
+  return {static_cast<const T*>(keep.data()), static_cast<size_t>(channels)};
+}
+
+// A per-channel buffer updated in place: None -> empty span; else a writable,
+// contiguous numpy array of C values of dtype T.
+template <class T>
+std::span<T> channel_buffer(py::handle obj, const char* name, int64_t channels) {
+  if (obj.is_none()) return {};
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + " must be a numpy array (it is updated in place), got " +
+                         std::string(py::str(obj.get_type().attr("__name__"))));
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  require_dtype<T>(a, name);
+  if (a.ndim() != 1 || a.shape(0) != channels)
+    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(channels) +
+                          ",), one value per channel of x, got " + shape_string(a));
+  if (!(a.flags() & py::array::c_style) || !a.writeable())
+    throw py::value_error(std::string(name) +
+                          " must be a writable contiguous array (it is updated in place)");
+  return {static_cast<T*>(a.mutable_data()), static_cast<size_t>(channels)};
+}
+
+template <class T>
+std::span<T> channel_output(py::array& out, int64_t channels) {
+  out = py::array_t<T>(channels);
+  return {static_cast<T*>(out.mutable_data()), static_cast<size_t>(channels)};
+}
+
+py::array x_array(py::handle obj) {
+  py::array x = as_numpy(obj, "x");
+  if (x.dtype().kind() != 'f' || (x.itemsize() != 4 && x.itemsize() != 8))
+    throw py::type_error("x must be float32 or float64, got " + dtype_name(x));
+  return x;
+}
+
+template <class F>
+auto dispatch(const py::array& x, F&& f) {
+  return x.itemsize() == 4 ? f(float{}) : f(double{});
+}
+
+// ---- the bound functions ---------------------------------------------------------------
+
+py::tuple forward_training(py::handle x_obj, py::handle weight, py::handle bias,
+                           py::handle running_mean, py::handle running_var, double momentum,
+                           double eps, const std::string& running_var_estimator) {
+  py::array x_arr = x_array(x_obj);
+  bnorm::RunningStatsUpdate update{momentum, bnorm::RunningVar::unbiased, nullptr};
+  if (running_var_estimator == "biased")
+    update.running_var = bnorm::RunningVar::biased;
+  else if (running_var_estimator != "unbiased")
+    throw py::value_error("running_var_estimator must be 'unbiased' or 'biased', got '" +
+                          running_var_estimator + "'");
+  return dispatch(x_arr, [&](auto zero) -> py::tuple {
+    using T = decltype(zero);
+    const Tensor<T> x = tensor_input<T>(x_arr, "x", std::nullopt);
+    const int64_t c = x_arr.shape(1);
+    py::array keep_w, keep_b, y = empty_like_layout<T>(sizes_of(x_arr), x.layout), mean, invstd;
+    const auto w = channel_input<T>(weight, "weight", c, keep_w);
+    const auto b = channel_input<T>(bias, "bias", c, keep_b);
+    const auto rm = channel_buffer<T>(running_mean, "running_mean", c);
+    const auto rv = channel_buffer<T>(running_var, "running_var", c);
+    const auto sm = channel_output<T>(mean, c), si = channel_output<T>(invstd, c);
+    TensorView<T> y_view{static_cast<T*>(y.mutable_data()), sizes_of(y), x.layout};
+    {
+      py::gil_scoped_release release;
+      bnorm::batch_norm_forward_training<T>(x.view(), y_view, w, b, eps, update, rm, rv, sm, si);
+    }
+    return py::make_tuple(y, mean, invstd);
+  });
+}
+
+py::array forward_inference(py::handle x_obj, py::handle weight, py::handle bias,
+                            py::handle running_mean, py::handle running_var, double eps) {
+  py::array x_arr = x_array(x_obj);
+  return dispatch(x_arr, [&](auto zero) -> py::array {
+    using T = decltype(zero);
+    const Tensor<T> x = tensor_input<T>(x_arr, "x", std::nullopt);
+    const int64_t c = x_arr.shape(1);
+    py::array keep_w, keep_b, keep_rm, keep_rv;
+    py::array y = empty_like_layout<T>(sizes_of(x_arr), x.layout);
+    const auto w = channel_input<T>(weight, "weight", c, keep_w);
+    const auto b = channel_input<T>(bias, "bias", c, keep_b);
+    if (running_mean.is_none() || running_var.is_none())
+      throw py::value_error("running_mean and running_var are required for inference "
+                            "(training=False)");
+    const auto rm = channel_input<T>(running_mean, "running_mean", c, keep_rm);
+    const auto rv = channel_input<T>(running_var, "running_var", c, keep_rv);
+    TensorView<T> y_view{static_cast<T*>(y.mutable_data()), sizes_of(y), x.layout};
+    {
+      py::gil_scoped_release release;
+      bnorm::batch_norm_forward_inference<T>(x.view(), y_view, w, b, rm, rv, eps);
+    }
+    return y;
+  });
+}
+
+// Shared by both backward forms: x, dy in one layout; outputs allocated as requested.
+template <class T>
+struct BackwardCall {
+  Tensor<T> x, dy;
+  int64_t c;
+  py::array dx, dweight, dbias;
+  TensorView<T> dx_view;
+  std::span<T> dweight_span, dbias_span;
+
+  BackwardCall(const py::array& x_arr, py::handle dy_obj, bool need_dx, bool need_dweight,
+               bool need_dbias)
+      : x(tensor_input<T>(x_arr, "x", std::nullopt)), c(x_arr.shape(1)) {
+    py::array dy_arr = as_numpy(dy_obj, "dy");
+    require_dtype<T>(dy_arr, "dy");
+    if (sizes_of(dy_arr) != sizes_of(x_arr))
+      throw py::value_error("dy must have x's shape " + shape_string(x_arr) + ", got " +
+                            shape_string(dy_arr));
+    dy = tensor_input<T>(dy_arr, "dy", x.layout);
+    if (need_dx) {
+      dx = empty_like_layout<T>(sizes_of(x_arr), x.layout);
+      dx_view = {static_cast<T*>(dx.mutable_data()), sizes_of(x_arr), x.layout};
+    }
+    if (need_dweight) dweight_span = channel_output<T>(dweight, c);
+    if (need_dbias) dbias_span = channel_output<T>(dbias, c);
+  }
+
+  py::tuple result() const {
+    auto or_none = [](const py::array& a) -> py::object {
+      return a ? py::object(a) : py::object(py::none());
+    };
+    return py::make_tuple(or_none(dx), or_none(dweight), or_none(dbias));
+  }
+};
+
+py::tuple backward(py::handle x_obj, py::handle dy, py::handle weight, py::handle save_mean,
+                   py::handle save_invstd, bool need_dx, bool need_dweight, bool need_dbias) {
+  py::array x_arr = x_array(x_obj);
+  return dispatch(x_arr, [&](auto zero) -> py::tuple {
+    using T = decltype(zero);
+    BackwardCall<T> call(x_arr, dy, need_dx, need_dweight, need_dbias);
+    py::array keep_w, keep_m, keep_s;
+    const auto w = channel_input<T>(weight, "weight", call.c, keep_w);
+    if (save_mean.is_none() || save_invstd.is_none())
+      throw py::value_error("save_mean and save_invstd (from the training forward) are required");
+    const auto sm = channel_input<T>(save_mean, "save_mean", call.c, keep_m);
+    const auto si = channel_input<T>(save_invstd, "save_invstd", call.c, keep_s);
+    {
+      py::gil_scoped_release release;
+      bnorm::batch_norm_backward<T>(call.x.view(), call.dy.view(), call.dx_view, w, sm, si,
+                                    call.dweight_span, call.dbias_span);
+    }
+    return call.result();
+  });
+}
+
+py::tuple backward_inference(py::handle x_obj, py::handle dy, py::handle weight,
+                             py::handle running_mean, py::handle running_var, double eps,
+                             bool need_dx, bool need_dweight, bool need_dbias) {
+  py::array x_arr = x_array(x_obj);
+  return dispatch(x_arr, [&](auto zero) -> py::tuple {
+    using T = decltype(zero);
+    BackwardCall<T> call(x_arr, dy, need_dx, need_dweight, need_dbias);
+    py::array keep_w, keep_m, keep_v;
+    const auto w = channel_input<T>(weight, "weight", call.c, keep_w);
+    if (running_mean.is_none() || running_var.is_none())
+      throw py::value_error("running_mean and running_var are required");
+    const auto rm = channel_input<T>(running_mean, "running_mean", call.c, keep_m);
+    const auto rv = channel_input<T>(running_var, "running_var", call.c, keep_v);
+    {
+      py::gil_scoped_release release;
+      bnorm::batch_norm_backward_inference<T>(call.x.view(), call.dy.view(), call.dx_view, w,
+                                              rm, rv, eps, call.dweight_span, call.dbias_span);
+    }
+    return call.result();
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_bnorm, m) {
+  m.doc() = "bnorm native bindings; use the bnorm package (functional API and modules)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const bnorm::Error& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.def("forward_training", &forward_training, py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("running_mean"), py::arg("running_var"), py::arg("momentum"), py::arg("eps"),
+        py::arg("running_var_estimator") = "unbiased",
+        "Training forward: returns (y, save_mean, save_invstd); running buffers (numpy arrays "
+        "or None) are updated in place with factor `momentum`.");
+  m.def("forward_inference", &forward_inference, py::arg("x"), py::arg("weight"),
+        py::arg("bias"), py::arg("running_mean"), py::arg("running_var"), py::arg("eps"),
+        "Inference forward with running statistics: returns y.");
+  m.def("backward", &backward, py::arg("x"), py::arg("dy"), py::arg("weight"),
+        py::arg("save_mean"), py::arg("save_invstd"), py::arg("need_dx") = true,
+        py::arg("need_dweight") = true, py::arg("need_dbias") = true,
+        "Backward of the training forward: returns (dx, dweight, dbias), None where not needed.");
+  m.def("backward_inference", &backward_inference, py::arg("x"), py::arg("dy"),
+        py::arg("weight"), py::arg("running_mean"), py::arg("running_var"), py::arg("eps"),
+        py::arg("need_dx") = true, py::arg("need_dweight") = true, py::arg("need_dbias") = true,
+        "Backward of the inference forward (statistics fixed): returns (dx, dweight, dbias).");
+  m.def("set_num_threads", &bnorm::set_num_threads, py::arg("n"),
+        "Threads for every call; n <= 0 restores the default. Results do not depend on it.");
+  m.def("get_num_threads", &bnorm::get_num_threads);
+  m.attr("__version__") = bnorm::version();
+}

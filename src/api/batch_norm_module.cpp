@@ -1,0 +1,98 @@
+// BatchNorm<T>: the stateful module over the functional API, following
+// torch.nn.BatchNorm{1,2,3}d: batch statistics in training mode (or whenever there are
+// no running statistics), running statistics in eval mode.
+#include <bnorm/bnorm.hpp>
+
+#include <algorithm>
+#include <string>
+
+namespace bnorm {
+
+template <class T>
+BatchNorm<T>::BatchNorm(int64_t num_features, BatchNormOptions options)
+    : num_features_(num_features), options_(options) {
+  if (num_features < 1)
+    throw Error(BNORM_ERROR_INVALID_SHAPE,
+                "BatchNorm: num_features must be >= 1, got " + std::to_string(num_features));
+  const auto c = static_cast<size_t>(num_features);
+  if (options_.affine) {
+    weight_.resize(c);
+    bias_.resize(c);
+    grad_weight_.assign(c, T(0));
+    grad_bias_.assign(c, T(0));
+  }
+  if (options_.track_running_stats) {
+    running_mean_.resize(c);
+    running_var_.resize(c);
+  }
+  save_mean_.resize(c);
+  save_invstd_.resize(c);
+  reset_parameters();
+}
+
+template <class T>
+void BatchNorm<T>::reset_running_stats() {
+  std::fill(running_mean_.begin(), running_mean_.end(), T(0));
+  std::fill(running_var_.begin(), running_var_.end(), T(1));
+  num_batches_tracked_ = 0;
+}
+
+template <class T>
+void BatchNorm<T>::reset_parameters() {
+  std::fill(weight_.begin(), weight_.end(), T(1));
+  std::fill(bias_.begin(), bias_.end(), T(0));
+  reset_running_stats();
+}
+
+template <class T>
+void BatchNorm<T>::set_num_batches_tracked(int64_t count) {
+  if (count < 0)
+    throw Error(BNORM_ERROR_INVALID_VALUE,
+                "BatchNorm: num_batches_tracked must be >= 0, got " + std::to_string(count));
+  num_batches_tracked_ = count;
+}
+
+template <class T>
+void BatchNorm<T>::forward(TensorView<const T> x, TensorView<T> y) {
+  if (x.sizes.size() >= 2 && x.sizes[1] != num_features_)
+    throw Error(BNORM_ERROR_SHAPE_MISMATCH,
+                "BatchNorm::forward: x has " + std::to_string(x.sizes[1]) +
+                    " channels (dim 1), expected num_features = " + std::to_string(num_features_));
+  const bool batch_statistics = training_ || !options_.track_running_stats;
+  if (batch_statistics) {
+    const bool update = training_ && options_.track_running_stats;
+    const RunningStatsUpdate u{options_.momentum, options_.running_var,
+                               update ? &num_batches_tracked_ : nullptr};
+    batch_norm_forward_training<T>(x, y, weight_, bias_, options_.eps, u,
+                                   update ? std::span<T>(running_mean_) : std::span<T>(),
+                                   update ? std::span<T>(running_var_) : std::span<T>(),
+                                   save_mean_, save_invstd_);
+  } else {
+    batch_norm_forward_inference<T>(x, y, weight_, bias_, running_mean_, running_var_,
+                                    options_.eps);
+  }
+  saved_ = batch_statistics ? Saved::batch_statistics : Saved::running_statistics;
+  saved_sizes_ = x.sizes;
+  saved_layout_ = x.layout;
+}
+
+template <class T>
+void BatchNorm<T>::backward(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dx) {
+  if (saved_ == Saved::nothing)
+    throw Error(BNORM_ERROR_INVALID_STATE, "BatchNorm::backward: called before any forward");
+  if (x.sizes != saved_sizes_ || x.layout != saved_layout_)
+    throw Error(BNORM_ERROR_SHAPE_MISMATCH,
+                "BatchNorm::backward: x must be the input of the last forward (same sizes "
+                "and layout)");
+  const std::span<T> dweight = grad_weight_, dbias = grad_bias_;
+  if (saved_ == Saved::batch_statistics)
+    batch_norm_backward<T>(x, dy, dx, weight_, save_mean_, save_invstd_, dweight, dbias);
+  else
+    batch_norm_backward_inference<T>(x, dy, dx, weight_, running_mean_, running_var_,
+                                     options_.eps, dweight, dbias);
+}
+
+template class BatchNorm<float>;
+template class BatchNorm<double>;
+
+}  // namespace bnorm

@@ -1,0 +1,125 @@
+// The C API: each entry point runs the front-end and turns its exception into a status
+// code plus a per-thread message (bnorm_last_error). No exception crosses into C.
+#include <bnorm/bnorm.h>
+
+#include <new>
+#include <string>
+
+#include "norm/batch_norm.h"
+
+namespace {
+
+thread_local std::string last_error;
+
+template <class F>
+bnorm_status guarded(const char* op, F&& body) noexcept {
+  try {
+    body();
+    return BNORM_SUCCESS;
+  } catch (const bnorm::Error& e) {
+    last_error = e.what();
+    return e.status();
+  } catch (const std::bad_alloc&) {
+    last_error = std::string(op) + ": out of memory allocating scratch space";
+    return BNORM_ERROR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    last_error = std::string(op) + ": internal error: " + e.what();
+    return BNORM_ERROR_INTERNAL;
+  } catch (...) {
+    last_error = std::string(op) + ": internal error";
+    return BNORM_ERROR_INTERNAL;
+  }
+}
+
+// PyTorch/cuDNN defaults for the plain (non-_ex) training forward.
+bnorm_running_stats_update plain_update(double momentum) {
+  return bnorm_running_stats_update{momentum, BNORM_RUNNING_VAR_UNBIASED, nullptr};
+}
+
+const bnorm_running_stats_update default_update = plain_update(0.1);
+
+}  // namespace
+
+#define BNORM_DEFINE_C_API(T, SUFFIX)                                                          \
+  extern "C" bnorm_status bnorm_batch_norm_forward_training_##SUFFIX(                          \
+      bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, const T* x, T* y,           \
+      const T* weight, const T* bias, double eps, double momentum, T* running_mean,            \
+      T* running_var, T* save_mean, T* save_invstd) {                                          \
+    const char* op = "bnorm_batch_norm_forward_training_" #SUFFIX;                             \
+    return guarded(op, [&] {                                                                   \
+      if (momentum == BNORM_MOMENTUM_CUMULATIVE)                                               \
+        throw bnorm::Error(BNORM_ERROR_INVALID_VALUE,                                          \
+                           std::string(op) +                                                   \
+                               ": momentum BNORM_MOMENTUM_CUMULATIVE needs num_batches_tracked;" \
+                               " use bnorm_batch_norm_forward_training_ex_" #SUFFIX);          \
+      bnorm::norm::forward_training<T>(op, {layout, n, c, spatial}, x, y, weight, bias, eps,   \
+                                       plain_update(momentum), running_mean, running_var,      \
+                                       save_mean, save_invstd);                                \
+    });                                                                                        \
+  }                                                                                            \
+  extern "C" bnorm_status bnorm_batch_norm_forward_training_ex_##SUFFIX(                       \
+      bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, const T* x, T* y,           \
+      const T* weight, const T* bias, double eps, const bnorm_running_stats_update* update,    \
+      T* running_mean, T* running_var, T* save_mean, T* save_invstd) {                         \
+    const char* op = "bnorm_batch_norm_forward_training_ex_" #SUFFIX;                          \
+    return guarded(op, [&] {                                                                   \
+      bnorm::norm::forward_training<T>(op, {layout, n, c, spatial}, x, y, weight, bias, eps,   \
+                                       update ? *update : default_update, running_mean,        \
+                                       running_var, save_mean, save_invstd);                   \
+    });                                                                                        \
+  }                                                                                            \
+  extern "C" bnorm_status bnorm_batch_norm_forward_inference_##SUFFIX(                         \
+      bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, const T* x, T* y,           \
+      const T* weight, const T* bias, const T* running_mean, const T* running_var,             \
+      double eps) {                                                                            \
+    const char* op = "bnorm_batch_norm_forward_inference_" #SUFFIX;                            \
+    return guarded(op, [&] {                                                                   \
+      bnorm::norm::forward_inference<T>(op, {layout, n, c, spatial}, x, y, weight, bias,       \
+                                        running_mean, running_var, eps);                       \
+    });                                                                                        \
+  }                                                                                            \
+  extern "C" bnorm_status bnorm_batch_norm_backward_##SUFFIX(                                  \
+      bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, const T* x, const T* dy,    \
+      T* dx, const T* weight, const T* save_mean, const T* save_invstd, T* dweight,            \
+      T* dbias) {                                                                              \
+    const char* op = "bnorm_batch_norm_backward_" #SUFFIX;                                     \
+    return guarded(op, [&] {                                                                   \
+      bnorm::norm::backward<T>(op, {layout, n, c, spatial}, x, dy, dx, weight, save_mean,      \
+                               save_invstd, dweight, dbias);                                   \
+    });                                                                                        \
+  }                                                                                            \
+  extern "C" bnorm_status bnorm_batch_norm_backward_inference_##SUFFIX(                        \
+      bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, const T* x, const T* dy,    \
+      T* dx, const T* weight, const T* running_mean, const T* running_var, double eps,         \
+      T* dweight, T* dbias) {                                                                  \
+    const char* op = "bnorm_batch_norm_backward_inference_" #SUFFIX;                           \
+    return guarded(op, [&] {                                                                   \
+      bnorm::norm::backward_inference<T>(op, {layout, n, c, spatial}, x, dy, dx, weight,       \
+                                         running_mean, running_var, eps, dweight, dbias);      \
+    });                                                                                        \
+  }
+
+BNORM_DEFINE_C_API(float, f32)
+BNORM_DEFINE_C_API(double, f64)
+#undef BNORM_DEFINE_C_API
+
+extern "C" const char* bnorm_last_error(void) { return last_error.c_str(); }
+
+extern "C" const char* bnorm_status_string(bnorm_status status) {
+  switch (status) {
+    case BNORM_SUCCESS: return "BNORM_SUCCESS";
+    case BNORM_ERROR_NULL_POINTER: return "BNORM_ERROR_NULL_POINTER";
+    case BNORM_ERROR_INVALID_SHAPE: return "BNORM_ERROR_INVALID_SHAPE";
+    case BNORM_ERROR_SIZE_OVERFLOW: return "BNORM_ERROR_SIZE_OVERFLOW";
+    case BNORM_ERROR_TOO_FEW_VALUES: return "BNORM_ERROR_TOO_FEW_VALUES";
+    case BNORM_ERROR_INVALID_VALUE: return "BNORM_ERROR_INVALID_VALUE";
+    case BNORM_ERROR_SHAPE_MISMATCH: return "BNORM_ERROR_SHAPE_MISMATCH";
+    case BNORM_ERROR_INVALID_STATE: return "BNORM_ERROR_INVALID_STATE";
+    case BNORM_ERROR_OUT_OF_MEMORY: return "BNORM_ERROR_OUT_OF_MEMORY";
+    case BNORM_ERROR_INTERNAL: return "BNORM_ERROR_INTERNAL";
+  }
+  return "unknown bnorm_status";
+}
+
+extern "C" int bnorm_version(void) { return BNORM_VERSION_NUMBER; }
+extern "C" const char* bnorm_version_string(void) { return BNORM_VERSION_STRING; }

@@ -1,0 +1,134 @@
+// The C++ functional API: checks what the flat C API cannot see (ranks, that y/dy/dx
+// match x, per-channel span lengths), then runs the front-end.
+#include <bnorm/bnorm.hpp>
+
+#include <sstream>
+#include <string>
+
+#include "norm/batch_norm.h"
+
+namespace bnorm {
+namespace {
+
+std::string describe(const std::vector<int64_t>& sizes, Layout layout) {
+  std::ostringstream out;
+  out << '[';
+  for (size_t d = 0; d < sizes.size(); ++d) out << (d ? ", " : "") << sizes[d];
+  out << "] " << (layout == Layout::channels_last ? "channels_last" : "channels_first");
+  return out.str();
+}
+
+template <class A, class B>
+void check_same_shape(const char* op, const char* name, const TensorView<A>& t,
+                      const TensorView<B>& x) {
+  if (t.sizes != x.sizes || t.layout != x.layout)
+    throw Error(BNORM_ERROR_SHAPE_MISMATCH, std::string(op) + ": " + name + " is " +
+                                                describe(t.sizes, t.layout) + ", expected x's " +
+                                                describe(x.sizes, x.layout));
+}
+
+// nullptr for an empty span ("not given"), else the data after checking its length.
+template <class T>
+T* per_channel(const char* op, const char* name, std::span<T> values, int64_t channels) {
+  if (values.empty()) return nullptr;
+  if (static_cast<int64_t>(values.size()) != channels)
+    throw Error(BNORM_ERROR_SHAPE_MISMATCH, std::string(op) + ": " + name + " has " +
+                                                std::to_string(values.size()) +
+                                                " values, expected " + std::to_string(channels) +
+                                                " (one per channel)");
+  return values.data();
+}
+
+template <class T>
+norm::Problem problem_of(const char* op, const TensorView<const T>& x) {
+  return norm::problem_from_sizes(op, "x", x.sizes, x.layout);
+}
+
+}  // namespace
+
+template <class T>
+void batch_norm_forward_training(TensorView<const T> x, TensorView<T> y, std::span<const T> weight,
+                                 std::span<const T> bias, double eps,
+                                 const RunningStatsUpdate& update, std::span<T> running_mean,
+                                 std::span<T> running_var, std::span<T> save_mean,
+                                 std::span<T> save_invstd) {
+  const char* op = "batch_norm_forward_training";
+  const norm::Problem p = problem_of(op, x);
+  check_same_shape(op, "y", y, x);
+  const bnorm_running_stats_update u{update.momentum.value_or(BNORM_MOMENTUM_CUMULATIVE),
+                                     static_cast<bnorm_running_var_estimator>(update.running_var),
+                                     update.num_batches_tracked};
+  norm::forward_training<T>(op, p, x.data, y.data, per_channel(op, "weight", weight, p.c),
+                            per_channel(op, "bias", bias, p.c), eps, u,
+                            per_channel(op, "running_mean", running_mean, p.c),
+                            per_channel(op, "running_var", running_var, p.c),
+                            per_channel(op, "save_mean", save_mean, p.c),
+                            per_channel(op, "save_invstd", save_invstd, p.c));
+}
+
+template <class T>
+void batch_norm_forward_inference(TensorView<const T> x, TensorView<T> y,
+                                  std::span<const T> weight, std::span<const T> bias,
+                                  std::span<const T> running_mean,
+                                  std::span<const T> running_var, double eps) {
+  const char* op = "batch_norm_forward_inference";
+  const norm::Problem p = problem_of(op, x);
+  check_same_shape(op, "y", y, x);
+  norm::forward_inference<T>(op, p, x.data, y.data, per_channel(op, "weight", weight, p.c),
+                             per_channel(op, "bias", bias, p.c),
+                             per_channel(op, "running_mean", running_mean, p.c),
+                             per_channel(op, "running_var", running_var, p.c), eps);
+}
+
+template <class T>
+void batch_norm_backward(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dx,
+                         std::span<const T> weight, std::span<const T> save_mean,
+                         std::span<const T> save_invstd, std::span<T> dweight,
+                         std::span<T> dbias) {
+  const char* op = "batch_norm_backward";
+  const norm::Problem p = problem_of(op, x);
+  check_same_shape(op, "dy", dy, x);
+  if (dx.data) check_same_shape(op, "dx", dx, x);
+  norm::backward<T>(op, p, x.data, dy.data, dx.data, per_channel(op, "weight", weight, p.c),
+                    per_channel(op, "save_mean", save_mean, p.c),
+                    per_channel(op, "save_invstd", save_invstd, p.c),
+                    per_channel(op, "dweight", dweight, p.c), per_channel(op, "dbias", dbias, p.c));
+}
+
+template <class T>
+void batch_norm_backward_inference(TensorView<const T> x, TensorView<const T> dy,
+                                   TensorView<T> dx, std::span<const T> weight,
+                                   std::span<const T> running_mean,
+                                   std::span<const T> running_var, double eps,
+                                   std::span<T> dweight, std::span<T> dbias) {
+  const char* op = "batch_norm_backward_inference";
+  const norm::Problem p = problem_of(op, x);
+  check_same_shape(op, "dy", dy, x);
+  if (dx.data) check_same_shape(op, "dx", dx, x);
+  norm::backward_inference<T>(op, p, x.data, dy.data, dx.data,
+                              per_channel(op, "weight", weight, p.c),
+                              per_channel(op, "running_mean", running_mean, p.c),
+                              per_channel(op, "running_var", running_var, p.c), eps,
+                              per_channel(op, "dweight", dweight, p.c),
+                              per_channel(op, "dbias", dbias, p.c));
+}
+
+#define BNORM_INSTANTIATE(T)                                                                   \
+  template void batch_norm_forward_training<T>(                                                \
+      TensorView<const T>, TensorView<T>, std::span<const T>, std::span<const T>, double,      \
+      const RunningStatsUpdate&, std::span<T>, std::span<T>, std::span<T>, std::span<T>);     \
+  template void batch_norm_forward_inference<T>(TensorView<const T>, TensorView<T>,           \
+                                                std::span<const T>, std::span<const T>,       \
+                                                std::span<const T>, std::span<const T>,       \
+                                                double);                                       \
+  template void batch_norm_backward<T>(TensorView<const T>, TensorView<const T>,              \
+                                       TensorView<T>, std::span<const T>, std::span<const T>, \
+                                       std::span<const T>, std::span<T>, std::span<T>);       \
+  template void batch_norm_backward_inference<T>(                                              \
+      TensorView<const T>, TensorView<const T>, TensorView<T>, std::span<const T>,            \
+      std::span<const T>, std::span<const T>, double, std::span<T>, std::span<T>);
+BNORM_INSTANTIATE(float)
+BNORM_INSTANTIATE(double)
+#undef BNORM_INSTANTIATE
+
+}  // namespace bnorm

@@ -1,0 +1,487 @@
+// Batch-norm CPU kernels: one-pass statistics, normalize, backward sums, backward apply.
+//
+// Layout of the work
+//   channels-first (spatial > 1): channel ch's values are n rows of `spatial`
+//     contiguous values, c * spatial apart. Reductions split each channel into chunks
+//     of about kChunk values (whole rows, or pieces of one long row).
+//   channels-last, and (N, C) input in either layout: rows of c contiguous channels.
+//     Reductions split the rows into chunks of about kChunk values and the channels
+//     into blocks of kColumnBlock; the inner loop runs across channels.
+// Chunk boundaries depend on the shape only, never on the thread count, and chunks
+// are merged in index order, so results are bitwise identical for any thread count.
+//
+// Instruction sets: the hot loops are compiled for x86-64-v4 (AVX-512), x86-64-v3
+// (AVX2 + FMA) and baseline x86-64, and the loader picks one at start-up (GCC
+// target_clones). The source stays plain loops written for the vectorizer.
+#include "kernels/batch_norm_kernels.h"
+
+#include <algorithm>
+#include <cassert>
+#include <vector>
+
+namespace bnorm::kernels {
+namespace {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define BNORM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define BNORM_CLONES
+#endif
+#define BNORM_INLINE inline __attribute__((always_inline))
+
+constexpr int64_t kChunk = 8192;          // values per reduction chunk
+constexpr int64_t kColumnBlock = 256;     // channels per channels-last work item
+constexpr int64_t kApplyPiece = 16384;    // values per elementwise work item
+constexpr int64_t kMinParallelWork = 1 << 15;  // below this, one thread is faster
+constexpr int kLanes = 16;                // independent partial sums per reduction
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int threads_for(int64_t values, int threads) {
+  return values < kMinParallelWork ? 1 : threads;
+}
+
+// Channels-first view: does the layout really have per-channel rows? (N, C) input
+// (spatial == 1) is the same memory in both layouts and runs as rows of channels.
+bool rows_of_channels(const Geometry& g) { return g.channels_last || g.spatial == 1; }
+
+// ---- chunking -------------------------------------------------------------------
+
+// Channels-first chunks of one channel: either rows_per_chunk whole rows, or (rows
+// longer than kChunk) one piece of kChunk values of one row.
+struct ChannelsFirstChunks {
+  int64_t n, spatial, row_stride;  // row i of channel ch starts at (i * c + ch) * spatial
+  int64_t pieces_per_row;          // > 1 only when spatial > kChunk
+  int64_t rows_per_chunk;
+  int64_t count;                   // chunks per channel
+
+  explicit ChannelsFirstChunks(const Geometry& g)
+      : n(g.n), spatial(g.spatial), row_stride(g.c * g.spatial),
+        pieces_per_row(ceil_div(g.spatial, kChunk)),
+        rows_per_chunk(pieces_per_row > 1 ? 1 : std::max<int64_t>(1, kChunk / g.spatial)),
+        count(pieces_per_row > 1 ? g.n * pieces_per_row : ceil_div(g.n, rows_per_chunk)) {}
+
+  // f(offset of the segment from the channel's first value, length)
+  template <class F>
+  BNORM_INLINE void for_each_segment(int64_t chunk, F&& f) const {
+    if (pieces_per_row > 1) {
+      const int64_t row = chunk / pieces_per_row;
+      const int64_t begin = (chunk % pieces_per_row) * kChunk;
+      f(row * row_stride + begin, std::min(kChunk, spatial - begin));
+      return;
+    }
+    const int64_t row_end = std::min(n, (chunk + 1) * rows_per_chunk);
+    for (int64_t row = chunk * rows_per_chunk; row < row_end; ++row) f(row * row_stride, spatial);
+  }
+
+  int64_t values_in(int64_t chunk) const {
+    if (pieces_per_row > 1) {
+      const int64_t begin = (chunk % pieces_per_row) * kChunk;
+      return std::min(kChunk, spatial - begin);
+    }
+    return (std::min(n, (chunk + 1) * rows_per_chunk) - chunk * rows_per_chunk) * spatial;
+  }
+};
+
+// Rows-of-channels chunks: rows_per_chunk rows of c channels, channels in blocks.
+struct RowChunks {
+  int64_t rows, c;
+  int64_t rows_per_chunk;
+  int64_t count;         // row chunks
+  int64_t column_blocks;
+
+  explicit RowChunks(const Geometry& g)
+      : rows(g.n * g.spatial), c(g.c),
+        rows_per_chunk(std::max<int64_t>(1, kChunk / g.c)),
+        count(ceil_div(rows, rows_per_chunk)),
+        column_blocks(ceil_div(g.c, kColumnBlock)) {}
+
+  int64_t row_begin(int64_t chunk) const { return chunk * rows_per_chunk; }
+  int64_t row_end(int64_t chunk) const { return std::min(rows, (chunk + 1) * rows_per_chunk); }
+};
+
+// ---- hot loops (scalar formula above each) ----------------------------------------
+
+// s1[l] += sum(x - shift), s2[l] += sum((x - shift)^2) over one contiguous run, lane l
+// taking every kLanes-th value from the start of the run.
+template <class T>
+BNORM_INLINE void shifted_sums_run(const T* x, int64_t len, double shift, double* s1,
+                                   double* s2) {
+  double a1[kLanes] = {}, a2[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const double d = static_cast<double>(x[i + l]) - shift;
+      a1[l] += d;
+      a2[l] += d * d;
+    }
+  }
+  for (int l = 0; i < len; ++i, ++l) {
+    const double d = static_cast<double>(x[i]) - shift;
+    a1[l] += d;
+    a2[l] += d * d;
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    s1[l] += a1[l];
+    s2[l] += a2[l];
+  }
+}
+
+double sum_lanes(const double* lanes) {
+  double s = 0;
+  for (int l = 0; l < kLanes; ++l) s += lanes[l];
+  return s;
+}
+
+// Moments of one channels-first chunk of channel data `xc`, shifted by `shift`.
+template <class T>
+BNORM_INLINE Moments cf_chunk_moments_impl(const T* xc, const ChannelsFirstChunks& plan,
+                                           int64_t chunk, double shift) {
+  double s1[kLanes] = {}, s2[kLanes] = {};
+  plan.for_each_segment(chunk, [&](int64_t offset, int64_t len) {
+    shifted_sums_run(xc + offset, len, shift, s1, s2);
+  });
+  return moments_from_shifted_sums(static_cast<double>(plan.values_in(chunk)), shift,
+                                   sum_lanes(s1), sum_lanes(s2));
+}
+
+// For channels [c0, c1) over rows [r0, r1): s1[j] = sum(x - shift), s2[j] = sum((x - shift)^2).
+template <class T>
+BNORM_INLINE void rows_shifted_sums_impl(const T* x, int64_t ld, int64_t r0, int64_t r1,
+                                         int64_t c0, int64_t c1, const double* shift,
+                                         double* s1, double* s2) {
+  const int64_t width = c1 - c0;
+  for (int64_t j = 0; j < width; ++j) s1[j] = s2[j] = 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = x + r * ld + c0;
+    for (int64_t j = 0; j < width; ++j) {
+      const double d = static_cast<double>(row[j]) - shift[j];
+      s1[j] += d;
+      s2[j] += d * d;
+    }
+  }
+}
+
+// Backward sums over one contiguous run: xc = x - center,
+//   a_dy += dy, a_dyxc += dy * xc, a_xc += xc.
+template <class T>
+BNORM_INLINE void backward_sums_run(const T* x, const T* dy, int64_t len, double center,
+                                    double* s_dy, double* s_dyxc, double* s_xc) {
+  double a_dy[kLanes] = {}, a_dyxc[kLanes] = {}, a_xc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const double xc = static_cast<double>(x[i + l]) - center;
+      const double g = static_cast<double>(dy[i + l]);
+      a_dy[l] += g;
+      a_dyxc[l] += g * xc;
+      a_xc[l] += xc;
+    }
+  }
+  for (int l = 0; i < len; ++i, ++l) {
+    const double xc = static_cast<double>(x[i]) - center;
+    const double g = static_cast<double>(dy[i]);
+    a_dy[l] += g;
+    a_dyxc[l] += g * xc;
+    a_xc[l] += xc;
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    s_dy[l] += a_dy[l];
+    s_dyxc[l] += a_dyxc[l];
+    s_xc[l] += a_xc[l];
+  }
+}
+
+template <class T>
+BNORM_INLINE BackwardSums cf_chunk_backward_sums_impl(const T* xc, const T* dyc,
+                                                      const ChannelsFirstChunks& plan,
+                                                      int64_t chunk, double center) {
+  double s_dy[kLanes] = {}, s_dyxc[kLanes] = {}, s_xc[kLanes] = {};
+  plan.for_each_segment(chunk, [&](int64_t offset, int64_t len) {
+    backward_sums_run(xc + offset, dyc + offset, len, center, s_dy, s_dyxc, s_xc);
+  });
+  return BackwardSums{sum_lanes(s_dy), sum_lanes(s_dyxc), sum_lanes(s_xc)};
+}
+
+template <class T>
+BNORM_INLINE void rows_backward_sums_impl(const T* x, const T* dy, int64_t ld, int64_t r0,
+                                          int64_t r1, int64_t c0, int64_t c1,
+                                          const T* center, BackwardSums* out) {
+  const int64_t width = c1 - c0;
+  double s_dy[kColumnBlock] = {}, s_dyxc[kColumnBlock] = {}, s_xc[kColumnBlock] = {};
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * ld + c0;
+    const T* gr = dy + r * ld + c0;
+    for (int64_t j = 0; j < width; ++j) {
+      const double xc = static_cast<double>(xr[j]) - static_cast<double>(center[c0 + j]);
+      const double g = static_cast<double>(gr[j]);
+      s_dy[j] += g;
+      s_dyxc[j] += g * xc;
+      s_xc[j] += xc;
+    }
+  }
+  for (int64_t j = 0; j < width; ++j) out[j] = BackwardSums{s_dy[j], s_dyxc[j], s_xc[j]};
+}
+
+// y = ((x - hi) - lo) * scale + shift over a contiguous run of one channel.
+template <class T>
+BNORM_INLINE void affine_run_impl(const T* x, T* y, int64_t len, T hi, T lo, T scale, T shift) {
+  for (int64_t i = 0; i < len; ++i) y[i] = ((x[i] - hi) - lo) * scale + shift;
+}
+
+// The same across a row of channels [c0, c1).
+template <class T>
+BNORM_INLINE void affine_rows_impl(const T* x, T* y, int64_t ld, int64_t r0, int64_t r1,
+                                   const ChannelAffine<T>& a) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* xr = x + r * ld;
+    T* yr = y + r * ld;
+    for (int64_t j = 0; j < ld; ++j)
+      yr[j] = ((xr[j] - a.center_hi[j]) - a.center_lo[j]) * a.scale[j] + a.shift[j];
+  }
+}
+
+// dx = dy * k + ((x - hi) - lo) * q + r over a contiguous run of one channel.
+template <class T>
+BNORM_INLINE void backward_affine_run_impl(const T* x, const T* dy, T* dx, int64_t len, T hi,
+                                           T lo, T k, T q, T r) {
+  for (int64_t i = 0; i < len; ++i) dx[i] = dy[i] * k + ((x[i] - hi) - lo) * q + r;
+}
+
+template <class T>
+BNORM_INLINE void backward_affine_rows_impl(const T* x, const T* dy, T* dx, int64_t ld,
+                                            int64_t r0, int64_t r1,
+                                            const BackwardAffine<T>& a) {
+  for (int64_t row = r0; row < r1; ++row) {
+    const T* xr = x + row * ld;
+    const T* gr = dy + row * ld;
+    T* dr = dx + row * ld;
+    for (int64_t j = 0; j < ld; ++j)
+      dr[j] = gr[j] * a.k[j] + ((xr[j] - a.center_hi[j]) - a.center_lo[j]) * a.q[j] + a.r[j];
+  }
+}
+
+// One compiled clone set per hot loop and element type.
+#define BNORM_DEFINE_HOT_LOOPS(T)                                                          \
+  BNORM_CLONES Moments cf_chunk_moments(const T* xc, const ChannelsFirstChunks& plan,      \
+                                        int64_t chunk, double shift) {                     \
+    return cf_chunk_moments_impl(xc, plan, chunk, shift);                                  \
+  }                                                                                        \
+  BNORM_CLONES void rows_shifted_sums(const T* x, int64_t ld, int64_t r0, int64_t r1,      \
+                                      int64_t c0, int64_t c1, const double* shift,         \
+                                      double* s1, double* s2) {                            \
+    rows_shifted_sums_impl(x, ld, r0, r1, c0, c1, shift, s1, s2);                          \
+  }                                                                                        \
+  BNORM_CLONES BackwardSums cf_chunk_backward_sums(const T* xc, const T* dyc,              \
+                                                   const ChannelsFirstChunks& plan,        \
+                                                   int64_t chunk, double center) {         \
+    return cf_chunk_backward_sums_impl(xc, dyc, plan, chunk, center);                      \
+  }                                                                                        \
+  BNORM_CLONES void rows_backward_sums(const T* x, const T* dy, int64_t ld, int64_t r0,    \
+                                       int64_t r1, int64_t c0, int64_t c1,                 \
+                                       const T* center, BackwardSums* out) {               \
+    rows_backward_sums_impl(x, dy, ld, r0, r1, c0, c1, center, out);                       \
+  }                                                                                        \
+  BNORM_CLONES void affine_run(const T* x, T* y, int64_t len, T hi, T lo, T scale,         \
+                               T shift) {                                                  \
+    affine_run_impl(x, y, len, hi, lo, scale, shift);                                      \
+  }                                                                                        \
+  BNORM_CLONES void affine_rows(const T* x, T* y, int64_t ld, int64_t r0, int64_t r1,      \
+                                const ChannelAffine<T>& a) {                               \
+    affine_rows_impl(x, y, ld, r0, r1, a);                                                 \
+  }                                                                                        \
+  BNORM_CLONES void backward_affine_run(const T* x, const T* dy, T* dx, int64_t len, T hi, \
+                                        T lo, T k, T q, T r) {                             \
+    backward_affine_run_impl(x, dy, dx, len, hi, lo, k, q, r);                             \
+  }                                                                                        \
+  BNORM_CLONES void backward_affine_rows(const T* x, const T* dy, T* dx, int64_t ld,       \
+                                         int64_t r0, int64_t r1,                           \
+                                         const BackwardAffine<T>& a) {                     \
+    backward_affine_rows_impl(x, dy, dx, ld, r0, r1, a);                                   \
+  }
+
+BNORM_DEFINE_HOT_LOOPS(float)
+BNORM_DEFINE_HOT_LOOPS(double)
+#undef BNORM_DEFINE_HOT_LOOPS
+
+// Scratch per calling thread, reused across calls (no allocation in steady state).
+template <class V>
+V* scratch(std::vector<V>& buffer, size_t count) {
+  if (buffer.size() < count) buffer.resize(count);
+  return buffer.data();
+}
+
+}  // namespace
+
+// ---- moments ----------------------------------------------------------------------
+
+template <class T>
+void batch_norm_moments(const Geometry& g, const T* x, Moments* moments, int threads) {
+  assert(g.n > 0 && g.c > 0 && g.spatial > 0 && threads >= 1);
+  const int nt = threads_for(g.n * g.c * g.spatial, threads);
+
+  if (!rows_of_channels(g)) {
+    const ChannelsFirstChunks plan(g);
+    thread_local std::vector<Moments> partial_buffer;
+    Moments* partial = scratch(partial_buffer, static_cast<size_t>(g.c * plan.count));
+    // Item = (channel, chunk); shift = the channel's first value.
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t item = 0; item < g.c * plan.count; ++item) {
+      const int64_t ch = item / plan.count;
+      const T* xc = x + ch * g.spatial;
+      partial[item] = cf_chunk_moments(xc, plan, item % plan.count, static_cast<double>(xc[0]));
+    }
+    for (int64_t ch = 0; ch < g.c; ++ch) {
+      Moments total;
+      for (int64_t j = 0; j < plan.count; ++j) total = merge(total, partial[ch * plan.count + j]);
+      moments[ch] = total;
+    }
+    return;
+  }
+
+  const RowChunks plan(g);
+  thread_local std::vector<double> sums_buffer;
+  // sums[(chunk * 2 + {0: S1, 1: S2}) * c + ch]; shift[ch] = x[ch] (the first row).
+  double* sums = scratch(sums_buffer, static_cast<size_t>(plan.count * 2 * g.c + g.c));
+  double* shift = sums + plan.count * 2 * g.c;
+  for (int64_t ch = 0; ch < g.c; ++ch) shift[ch] = static_cast<double>(x[ch]);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t item = 0; item < plan.count * plan.column_blocks; ++item) {
+    const int64_t chunk = item / plan.column_blocks;
+    const int64_t c0 = (item % plan.column_blocks) * kColumnBlock;
+    const int64_t c1 = std::min(g.c, c0 + kColumnBlock);
+    double* s1 = sums + chunk * 2 * g.c;
+    double* s2 = s1 + g.c;
+    rows_shifted_sums(x, g.c, plan.row_begin(chunk), plan.row_end(chunk), c0, c1, shift + c0,
+                      s1 + c0, s2 + c0);
+  }
+  for (int64_t ch = 0; ch < g.c; ++ch) {
+    Moments total;
+    for (int64_t j = 0; j < plan.count; ++j) {
+      const double count = static_cast<double>(plan.row_end(j) - plan.row_begin(j));
+      const double* s1 = sums + j * 2 * g.c;
+      total = merge(total, moments_from_shifted_sums(count, shift[ch], s1[ch], s1[g.c + ch]));
+    }
+    moments[ch] = total;
+  }
+}
+
+// ---- normalize ----------------------------------------------------------------------
+
+template <class T>
+void batch_norm_apply(const Geometry& g, const T* x, T* y, const ChannelAffine<T>& a,
+                      int threads) {
+  const int nt = threads_for(g.n * g.c * g.spatial, threads);
+  if (!rows_of_channels(g)) {
+    const int64_t pieces = ceil_div(g.spatial, kApplyPiece);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t item = 0; item < g.n * g.c * pieces; ++item) {
+      const int64_t slice = item / pieces;  // (i, ch)
+      const int64_t ch = slice % g.c;
+      const int64_t begin = (item % pieces) * kApplyPiece;
+      const int64_t offset = slice * g.spatial + begin;
+      affine_run(x + offset, y + offset, std::min(kApplyPiece, g.spatial - begin),
+                 a.center_hi[ch], a.center_lo[ch], a.scale[ch], a.shift[ch]);
+    }
+    return;
+  }
+  const int64_t rows = g.n * g.spatial;
+  const int64_t rows_per_item = std::max<int64_t>(1, kApplyPiece / g.c);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t item = 0; item < ceil_div(rows, rows_per_item); ++item) {
+    affine_rows(x, y, g.c, item * rows_per_item, std::min(rows, (item + 1) * rows_per_item), a);
+  }
+}
+
+// ---- backward -------------------------------------------------------------------------
+
+template <class T>
+void batch_norm_backward_sums(const Geometry& g, const T* x, const T* dy, const T* center,
+                              BackwardSums* sums, int threads) {
+  const int nt = threads_for(g.n * g.c * g.spatial, threads);
+  if (!rows_of_channels(g)) {
+    const ChannelsFirstChunks plan(g);
+    thread_local std::vector<BackwardSums> partial_buffer;
+    BackwardSums* partial = scratch(partial_buffer, static_cast<size_t>(g.c * plan.count));
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t item = 0; item < g.c * plan.count; ++item) {
+      const int64_t ch = item / plan.count;
+      partial[item] = cf_chunk_backward_sums(x + ch * g.spatial, dy + ch * g.spatial, plan,
+                                             item % plan.count, static_cast<double>(center[ch]));
+    }
+    for (int64_t ch = 0; ch < g.c; ++ch) {
+      BackwardSums total;
+      for (int64_t j = 0; j < plan.count; ++j) {
+        const BackwardSums& p = partial[ch * plan.count + j];
+        total.dy_sum += p.dy_sum;
+        total.dy_xc_sum += p.dy_xc_sum;
+        total.xc_sum += p.xc_sum;
+      }
+      sums[ch] = total;
+    }
+    return;
+  }
+
+  const RowChunks plan(g);
+  thread_local std::vector<BackwardSums> partial_buffer;
+  BackwardSums* partial = scratch(partial_buffer, static_cast<size_t>(plan.count * g.c));
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t item = 0; item < plan.count * plan.column_blocks; ++item) {
+    const int64_t chunk = item / plan.column_blocks;
+    const int64_t c0 = (item % plan.column_blocks) * kColumnBlock;
+    const int64_t c1 = std::min(g.c, c0 + kColumnBlock);
+    rows_backward_sums(x, dy, g.c, plan.row_begin(chunk), plan.row_end(chunk), c0, c1, center,
+                       partial + chunk * g.c + c0);
+  }
+  for (int64_t ch = 0; ch < g.c; ++ch) {
+    BackwardSums total;
+    for (int64_t j = 0; j < plan.count; ++j) {
+      const BackwardSums& p = partial[j * g.c + ch];
+      total.dy_sum += p.dy_sum;
+      total.dy_xc_sum += p.dy_xc_sum;
+      total.xc_sum += p.xc_sum;
+    }
+    sums[ch] = total;
+  }
+}
+
+template <class T>
+void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx,
+                               const BackwardAffine<T>& a, int threads) {
+  const int nt = threads_for(g.n * g.c * g.spatial, threads);
+  if (!rows_of_channels(g)) {
+    const int64_t pieces = ceil_div(g.spatial, kApplyPiece);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t item = 0; item < g.n * g.c * pieces; ++item) {
+      const int64_t slice = item / pieces;
+      const int64_t ch = slice % g.c;
+      const int64_t begin = (item % pieces) * kApplyPiece;
+      const int64_t offset = slice * g.spatial + begin;
+      backward_affine_run(x + offset, dy + offset, dx + offset,
+                          std::min(kApplyPiece, g.spatial - begin), a.center_hi[ch],
+                          a.center_lo[ch], a.k[ch], a.q[ch], a.r[ch]);
+    }
+    return;
+  }
+  const int64_t rows = g.n * g.spatial;
+  const int64_t rows_per_item = std::max<int64_t>(1, kApplyPiece / g.c);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t item = 0; item < ceil_div(rows, rows_per_item); ++item) {
+    backward_affine_rows(x, dy, dx, g.c, item * rows_per_item,
+                         std::min(rows, (item + 1) * rows_per_item), a);
+  }
+}
+
+#define BNORM_INSTANTIATE(T)                                                              \
+  template void batch_norm_moments<T>(const Geometry&, const T*, Moments*, int);          \
+  template void batch_norm_apply<T>(const Geometry&, const T*, T*, const ChannelAffine<T>&, \
+                                    int);                                                 \
+  template void batch_norm_backward_sums<T>(const Geometry&, const T*, const T*, const T*, \
+                                            BackwardSums*, int);                          \
+  template void batch_norm_backward_apply<T>(const Geometry&, const T*, const T*, T*,     \
+                                             const BackwardAffine<T>&, int);
+BNORM_INSTANTIATE(float)
+BNORM_INSTANTIATE(double)
+#undef BNORM_INSTANTIATE
+
+}  // namespace bnorm::kernels

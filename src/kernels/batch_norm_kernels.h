@@ -1,0 +1,78 @@
+// Fast CPU kernels for batch norm. Sizes are already validated by the front-end
+// (src/norm/); kernels only assert.
+//
+// Every reduction is split into chunks whose boundaries depend on the shape alone,
+// each chunk is summed in a fixed order, and the chunks are merged in a fixed order:
+// results are bitwise identical whatever the thread count.
+//
+// Float precision at large offsets: the normalize step computes
+//   y = ((x - mean_hi) - mean_lo) * scale + shift
+// with mean = mean_hi + mean_lo split into two values of T. x - mean_hi is exact
+// (Sterbenz) when x is near the mean, so no digit of x - mean is lost to the
+// magnitude of the mean, unlike the folded form x * a + (b - mean * a).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/moments.h"
+
+namespace bnorm::kernels {
+
+// The flat view of a (validated) batch-norm problem.
+//   channels_last = false: x[(i * c + ch) * spatial + s]  (N, C, spatial)
+//   channels_last = true:  x[(i * spatial + s) * c + ch]  (N, spatial, C)
+struct Geometry {
+  int64_t n = 0;
+  int64_t c = 0;
+  int64_t spatial = 0;
+  bool channels_last = false;
+
+  int64_t per_channel() const { return n * spatial; }  // m
+};
+
+// Per-channel affine map applied elementwise (all arrays hold c values):
+//   out = ((in - center_hi) - center_lo) * scale + shift
+template <class T>
+struct ChannelAffine {
+  const T* center_hi;
+  const T* center_lo;
+  const T* scale;
+  const T* shift;
+};
+
+// Per-channel sums the backward needs, with xc = x - center (center given per channel):
+//   dy_sum = sum(dy), dy_xc_sum = sum(dy * xc), xc_sum = sum(xc).
+struct BackwardSums {
+  double dy_sum = 0;
+  double dy_xc_sum = 0;
+  double xc_sum = 0;
+};
+
+// moments[ch] = moments of channel ch's m values. threads >= 1.
+template <class T>
+void batch_norm_moments(const Geometry& g, const T* x, Moments* moments, int threads);
+
+// y = affine(x) per channel; y may equal x.
+template <class T>
+void batch_norm_apply(const Geometry& g, const T* x, T* y, const ChannelAffine<T>& affine,
+                      int threads);
+
+// sums[ch] over channel ch's values, with xc = x - center[ch] (computed in double).
+template <class T>
+void batch_norm_backward_sums(const Geometry& g, const T* x, const T* dy, const T* center,
+                              BackwardSums* sums, int threads);
+
+// dx = dy * k + ((x - center_hi) - center_lo) * q + r per channel; dx may equal dy.
+template <class T>
+struct BackwardAffine {
+  const T* center_hi;
+  const T* center_lo;
+  const T* k;
+  const T* q;
+  const T* r;
+};
+template <class T>
+void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx,
+                               const BackwardAffine<T>& affine, int threads);
+
+}  // namespace bnorm::kernels

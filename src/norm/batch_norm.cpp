@@ -1,0 +1,292 @@
+#include "norm/batch_norm.h"
+
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/batch_norm_kernels.h"
+
+namespace bnorm::norm {
+namespace {
+
+using kernels::BackwardSums;
+using kernels::Geometry;
+using kernels::Moments;
+
+[[noreturn]] void fail(bnorm_status status, const char* op, const std::string& message) {
+  throw Error(status, std::string(op) + ": " + message);
+}
+
+template <class V>
+std::string str(V value) {
+  std::ostringstream out;
+  out.precision(17);
+  out << value;
+  return out.str();
+}
+
+void require(const void* pointer, const char* op, const char* name) {
+  if (pointer == nullptr) fail(BNORM_ERROR_NULL_POINTER, op, std::string(name) + " must not be NULL");
+}
+
+Geometry check_problem(const char* op, const Problem& p) {
+  if (p.layout != BNORM_CHANNELS_FIRST && p.layout != BNORM_CHANNELS_LAST)
+    fail(BNORM_ERROR_INVALID_SHAPE, op,
+         "layout must be BNORM_CHANNELS_FIRST (0) or BNORM_CHANNELS_LAST (1), got " +
+             str(static_cast<int>(p.layout)));
+  const std::pair<const char*, int64_t> sizes[] = {{"n", p.n}, {"c", p.c}, {"spatial", p.spatial}};
+  for (const auto& [name, value] : sizes)
+    if (value < 1)
+      fail(BNORM_ERROR_INVALID_SHAPE, op,
+           std::string(name) + " must be >= 1 (no zero-size dims), got " + str(value));
+  int64_t total = 0;
+  if (__builtin_mul_overflow(p.n, p.c, &total) || __builtin_mul_overflow(total, p.spatial, &total))
+    fail(BNORM_ERROR_SIZE_OVERFLOW, op,
+         "n * c * spatial = " + str(p.n) + " * " + str(p.c) + " * " + str(p.spatial) +
+             " overflows int64_t");
+  return Geometry{p.n, p.c, p.spatial, p.layout == BNORM_CHANNELS_LAST};
+}
+
+void check_eps(const char* op, double eps) {
+  if (!std::isfinite(eps) || eps < 0)
+    fail(BNORM_ERROR_INVALID_VALUE, op, "eps must be finite and >= 0, got " + str(eps));
+}
+
+void check_training_values(const char* op, const Geometry& g) {
+  if (g.per_channel() <= 1)
+    fail(BNORM_ERROR_TOO_FEW_VALUES, op,
+         "Expected more than 1 value per channel when training, got n = " + str(g.n) +
+             " and spatial = " + str(g.spatial) + " (1 value per channel)");
+}
+
+// The factor the running statistics move by: momentum, or 1 / (num_batches_tracked + 1).
+double check_update(const char* op, const bnorm_running_stats_update& u) {
+  if (u.running_var_estimator != BNORM_RUNNING_VAR_UNBIASED &&
+      u.running_var_estimator != BNORM_RUNNING_VAR_BIASED)
+    fail(BNORM_ERROR_INVALID_VALUE, op,
+         "running_var_estimator must be BNORM_RUNNING_VAR_UNBIASED (0) or "
+         "BNORM_RUNNING_VAR_BIASED (1), got " + str(static_cast<int>(u.running_var_estimator)));
+  if (u.num_batches_tracked && *u.num_batches_tracked < 0)
+    fail(BNORM_ERROR_INVALID_VALUE, op,
+         "num_batches_tracked must be >= 0, got " + str(*u.num_batches_tracked));
+  if (u.momentum == BNORM_MOMENTUM_CUMULATIVE) {
+    if (!u.num_batches_tracked)
+      fail(BNORM_ERROR_NULL_POINTER, op,
+           "num_batches_tracked must not be NULL when momentum is BNORM_MOMENTUM_CUMULATIVE "
+           "(the cumulative average counts batches)");
+    return 1.0 / (static_cast<double>(*u.num_batches_tracked) + 1.0);
+  }
+  if (!(u.momentum >= 0 && u.momentum <= 1))
+    fail(BNORM_ERROR_INVALID_VALUE, op,
+         "momentum must be in [0, 1] (or BNORM_MOMENTUM_CUMULATIVE), got " + str(u.momentum));
+  return u.momentum;
+}
+
+template <class T>
+double value_or(const T* values, int64_t ch, double fallback) {
+  return values ? static_cast<double>(values[ch]) : fallback;
+}
+
+// Per-channel coefficient arrays, allocated before anything is written (so that an
+// allocation failure, too, leaves every output untouched).
+template <class T>
+struct Coefficients {
+  std::vector<T> storage;
+  explicit Coefficients(int64_t c, int arrays) : storage(static_cast<size_t>(c * arrays)) {}
+  T* array(int64_t c, int index) { return storage.data() + c * index; }
+};
+
+}  // namespace
+
+Problem problem_from_sizes(const char* op, const char* name, std::span<const int64_t> sizes,
+                           Layout layout) {
+  if (sizes.size() < 2)
+    fail(BNORM_ERROR_INVALID_SHAPE, op,
+         std::string(name) + " must have rank >= 2 (N, C, *spatial), got rank " + str(sizes.size()));
+  for (size_t d = 0; d < sizes.size(); ++d)
+    if (sizes[d] < 1)
+      fail(BNORM_ERROR_INVALID_SHAPE, op,
+           std::string(name) + " size " + str(sizes[d]) + " at dim " + str(d) +
+               " must be >= 1 (no zero-size dims)");
+  int64_t spatial = 1;
+  for (size_t d = 2; d < sizes.size(); ++d)
+    if (__builtin_mul_overflow(spatial, sizes[d], &spatial))
+      fail(BNORM_ERROR_SIZE_OVERFLOW, op, std::string(name) + " has more values than int64_t counts");
+  return Problem{static_cast<bnorm_layout>(layout), sizes[0], sizes[1], spatial};
+}
+
+// ---- forward ------------------------------------------------------------------------
+
+template <class T>
+void forward_training(const char* op, const Problem& p, const T* x, T* y, const T* weight,
+                      const T* bias, double eps, const bnorm_running_stats_update& update,
+                      T* running_mean, T* running_var, T* save_mean, T* save_invstd) {
+  require(x, op, "x");
+  require(y, op, "y");
+  const Geometry g = check_problem(op, p);
+  check_training_values(op, g);
+  check_eps(op, eps);
+  const double factor = check_update(op, update);
+
+  Coefficients<T> coeff(g.c, 4);
+  std::vector<Moments> moments(static_cast<size_t>(g.c));
+  kernels::batch_norm_moments(g, x, moments.data(), num_threads());
+
+  // y = ((x - mean_hi) - mean_lo) * (weight * invstd) + bias, mean = mean_hi + mean_lo.
+  T* hi = coeff.array(g.c, 0);
+  T* lo = coeff.array(g.c, 1);
+  T* scale = coeff.array(g.c, 2);
+  T* shift = coeff.array(g.c, 3);
+  for (int64_t ch = 0; ch < g.c; ++ch) {
+    const double mean = moments[ch].mean;
+    const double invstd = 1.0 / std::sqrt(moments[ch].biased_variance() + eps);
+    hi[ch] = static_cast<T>(mean);
+    lo[ch] = static_cast<T>(mean - static_cast<double>(hi[ch]));
+    scale[ch] = static_cast<T>(value_or(weight, ch, 1.0) * invstd);
+    shift[ch] = static_cast<T>(value_or(bias, ch, 0.0));
+    if (save_mean) save_mean[ch] = hi[ch];
+    if (save_invstd) save_invstd[ch] = static_cast<T>(invstd);
+  }
+  kernels::batch_norm_apply(g, x, y, kernels::ChannelAffine<T>{hi, lo, scale, shift},
+                            num_threads());
+
+  for (int64_t ch = 0; ch < g.c; ++ch) {
+    const Moments& mo = moments[ch];
+    const double batch_var = update.running_var_estimator == BNORM_RUNNING_VAR_BIASED
+                                 ? mo.biased_variance()
+                                 : mo.unbiased_variance();
+    if (running_mean)
+      running_mean[ch] = static_cast<T>((1 - factor) * static_cast<double>(running_mean[ch]) +
+                                        factor * mo.mean);
+    if (running_var)
+      running_var[ch] = static_cast<T>((1 - factor) * static_cast<double>(running_var[ch]) +
+                                       factor * batch_var);
+  }
+  if (update.num_batches_tracked) ++*update.num_batches_tracked;
+}
+
+template <class T>
+void forward_inference(const char* op, const Problem& p, const T* x, T* y, const T* weight,
+                       const T* bias, const T* running_mean, const T* running_var, double eps) {
+  require(x, op, "x");
+  require(y, op, "y");
+  require(running_mean, op, "running_mean");
+  require(running_var, op, "running_var");
+  const Geometry g = check_problem(op, p);
+  check_eps(op, eps);
+
+  // y = ((x - running_mean) - 0) * (weight / sqrt(running_var + eps)) + bias
+  Coefficients<T> coeff(g.c, 3);
+  T* lo = coeff.array(g.c, 0);
+  T* scale = coeff.array(g.c, 1);
+  T* shift = coeff.array(g.c, 2);
+  for (int64_t ch = 0; ch < g.c; ++ch) {
+    lo[ch] = 0;
+    scale[ch] = static_cast<T>(value_or(weight, ch, 1.0) /
+                               std::sqrt(static_cast<double>(running_var[ch]) + eps));
+    shift[ch] = static_cast<T>(value_or(bias, ch, 0.0));
+  }
+  kernels::batch_norm_apply(g, x, y, kernels::ChannelAffine<T>{running_mean, lo, scale, shift},
+                            num_threads());
+}
+
+// ---- backward -----------------------------------------------------------------------
+
+template <class T>
+void backward(const char* op, const Problem& p, const T* x, const T* dy, T* dx,
+              const T* weight, const T* save_mean, const T* save_invstd, T* dweight,
+              T* dbias) {
+  require(x, op, "x");
+  require(dy, op, "dy");
+  require(save_mean, op, "save_mean");
+  require(save_invstd, op, "save_invstd");
+  const Geometry g = check_problem(op, p);
+  if (!dx && !dweight && !dbias) return;
+
+  Coefficients<T> coeff(g.c, 4);
+  std::vector<BackwardSums> sums(static_cast<size_t>(g.c));
+  kernels::batch_norm_backward_sums(g, x, dy, save_mean, sums.data(), num_threads());
+
+  // With xc = x - save_mean and the exact batch mean = save_mean + delta,
+  // delta = sum(xc) / m (save_mean is the mean rounded to T: it loses digits when
+  // |mean| >> std; x has them all):
+  //   sum(dy * (x - mean)) = sum(dy * xc) - delta * sum(dy)
+  //   dweight = invstd * sum(dy * (x - mean)),  dbias = sum(dy)
+  //   dx = weight * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean)))
+  //      = dy * k + (x - mean) * q + r
+  const double m = static_cast<double>(g.per_channel());
+  T* lo = coeff.array(g.c, 0);
+  T* k = coeff.array(g.c, 1);
+  T* q = coeff.array(g.c, 2);
+  T* r = coeff.array(g.c, 3);
+  for (int64_t ch = 0; ch < g.c; ++ch) {
+    const BackwardSums& s = sums[ch];
+    const double delta = s.xc_sum / m;
+    const double dy_xmean_sum = s.dy_xc_sum - delta * s.dy_sum;
+    const double invstd = static_cast<double>(save_invstd[ch]);
+    const double w = value_or(weight, ch, 1.0);
+    lo[ch] = static_cast<T>(delta);
+    k[ch] = static_cast<T>(w * invstd);
+    q[ch] = static_cast<T>(-w * invstd * invstd * invstd * (dy_xmean_sum / m));
+    r[ch] = static_cast<T>(-w * invstd * (s.dy_sum / m));
+    if (dweight) dweight[ch] = static_cast<T>(dy_xmean_sum * invstd);
+    if (dbias) dbias[ch] = static_cast<T>(s.dy_sum);
+  }
+  if (dx)
+    kernels::batch_norm_backward_apply(g, x, dy, dx,
+                                       kernels::BackwardAffine<T>{save_mean, lo, k, q, r},
+                                       num_threads());
+}
+
+template <class T>
+void backward_inference(const char* op, const Problem& p, const T* x, const T* dy, T* dx,
+                        const T* weight, const T* running_mean, const T* running_var,
+                        double eps, T* dweight, T* dbias) {
+  require(x, op, "x");
+  require(dy, op, "dy");
+  require(running_mean, op, "running_mean");
+  require(running_var, op, "running_var");
+  const Geometry g = check_problem(op, p);
+  check_eps(op, eps);
+  if (!dx && !dweight && !dbias) return;
+
+  // dx = dy * (weight * invstd), run as the affine map ((dy - 0) - 0) * k + 0.
+  Coefficients<T> coeff(g.c, 2);
+  T* zero = coeff.array(g.c, 0);
+  T* k = coeff.array(g.c, 1);
+  std::vector<double> invstd(static_cast<size_t>(g.c));
+  for (int64_t ch = 0; ch < g.c; ++ch) {
+    invstd[ch] = 1.0 / std::sqrt(static_cast<double>(running_var[ch]) + eps);
+    zero[ch] = 0;
+    k[ch] = static_cast<T>(value_or(weight, ch, 1.0) * invstd[ch]);
+  }
+  std::vector<BackwardSums> sums;
+  if (dweight || dbias) {
+    sums.resize(static_cast<size_t>(g.c));
+    kernels::batch_norm_backward_sums(g, x, dy, running_mean, sums.data(), num_threads());
+  }
+  if (dx)
+    kernels::batch_norm_apply(g, dy, dx, kernels::ChannelAffine<T>{zero, zero, k, zero},
+                              num_threads());
+  for (int64_t ch = 0; ch < g.c && !sums.empty(); ++ch) {
+    if (dweight) dweight[ch] = static_cast<T>(sums[ch].dy_xc_sum * invstd[ch]);
+    if (dbias) dbias[ch] = static_cast<T>(sums[ch].dy_sum);
+  }
+}
+
+#define BNORM_INSTANTIATE(T)                                                                \
+  template void forward_training<T>(const char*, const Problem&, const T*, T*, const T*,    \
+                                    const T*, double, const bnorm_running_stats_update&,    \
+                                    T*, T*, T*, T*);                                        \
+  template void forward_inference<T>(const char*, const Problem&, const T*, T*, const T*,   \
+                                     const T*, const T*, const T*, double);                 \
+  template void backward<T>(const char*, const Problem&, const T*, const T*, T*, const T*,  \
+                            const T*, const T*, T*, T*);                                    \
+  template void backward_inference<T>(const char*, const Problem&, const T*, const T*, T*,  \
+                                      const T*, const T*, const T*, double, T*, T*);
+BNORM_INSTANTIATE(float)
+BNORM_INSTANTIATE(double)
+#undef BNORM_INSTANTIATE
+
+}  // namespace bnorm::norm

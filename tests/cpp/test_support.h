@@ -1,0 +1,70 @@
+// Helpers shared by the C++ tests: random problems, the C API's typed entry points
+// behind one template, and error measures against the float64 reference.
+#pragma once
+
+#include <bnorm/bnorm.h>
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "reference/batch_norm_reference.h"
+
+namespace bnorm::test {
+
+// Odd and even sizes below, at and above the vector widths.
+inline const std::vector<int64_t> kOddSizes = {1, 2, 3, 7, 15, 16, 17, 33};
+
+struct Shape {
+  int64_t n, c, spatial;
+  bool channels_last;
+
+  bnorm_layout layout() const { return channels_last ? BNORM_CHANNELS_LAST : BNORM_CHANNELS_FIRST; }
+  reference::Geometry geometry() const { return {n, c, spatial, channels_last}; }
+  int64_t size() const { return n * c * spatial; }
+  std::string name() const;
+};
+
+// Values offset + scale * N(0, 1), per-channel offsets varied so channels differ.
+template <class T>
+std::vector<T> random_values(int64_t count, uint32_t seed, double offset = 0.0, double scale = 1.0);
+
+template <class T>
+std::vector<double> to_double(const std::vector<T>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+// max |a - b| / max(1, max |b|): a relative error that does not blow up near zero.
+double max_relative_error(const std::vector<double>& a, const std::vector<double>& b);
+template <class T>
+double max_relative_error(const std::vector<T>& a, const std::vector<double>& b) {
+  return max_relative_error(to_double(a), b);
+}
+// ||a - b||_2 / ||b||_2: the norm-wise relative error (PyTorch's figures use it).
+double norm_relative_error(const std::vector<double>& a, const std::vector<double>& b);
+
+// The C API's typed functions behind one name.
+template <class T>
+struct CApi;
+template <>
+struct CApi<float> {
+  static constexpr auto forward_training = bnorm_batch_norm_forward_training_f32;
+  static constexpr auto forward_training_ex = bnorm_batch_norm_forward_training_ex_f32;
+  static constexpr auto forward_inference = bnorm_batch_norm_forward_inference_f32;
+  static constexpr auto backward = bnorm_batch_norm_backward_f32;
+  static constexpr auto backward_inference = bnorm_batch_norm_backward_inference_f32;
+};
+template <>
+struct CApi<double> {
+  static constexpr auto forward_training = bnorm_batch_norm_forward_training_f64;
+  static constexpr auto forward_training_ex = bnorm_batch_norm_forward_training_ex_f64;
+  static constexpr auto forward_inference = bnorm_batch_norm_forward_inference_f64;
+  static constexpr auto backward = bnorm_batch_norm_backward_f64;
+  static constexpr auto backward_inference = bnorm_batch_norm_backward_inference_f64;
+};
+
+// Every (n, c, spatial) from kOddSizes^3, both layouts.
+std::vector<Shape> odd_shapes();
+
+}  // namespace bnorm::test
