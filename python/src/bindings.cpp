@@ -162,8 +162,9 @@ std::span<T> channel_output(py::array& out, int64_t channels) {
 
 py::array x_array(py::handle obj) {
   py::array x = as_numpy(obj, "x");
-  if (x.dtype().kind() != 'f' || (x.itemsize() != 4 && x.itemsize() != 8))
-    throw py::type_error("x must be float32 or float64, got " + dtype_name(x));
+  // array_t's isinstance also rejects non-native byte orders ('>f4').
+  if (!py::isinstance<py::array_t<float>>(x) && !py::isinstance<py::array_t<double>>(x))
+    throw py::type_error("x must be float32 or float64 (native byte order), got " + dtype_name(x));
   return x;
 }
 

@@ -55,6 +55,11 @@ void batch_norm_forward_training(TensorView<const T> x, TensorView<T> y, std::sp
   const char* op = "batch_norm_forward_training";
   const norm::Problem p = problem_of(op, x);
   check_same_shape(op, "y", y, x);
+  if (update.momentum && *update.momentum == BNORM_MOMENTUM_CUMULATIVE)
+    throw Error(BNORM_ERROR_INVALID_VALUE,
+                std::string(op) + ": momentum must be in [0, 1], got " +
+                    std::to_string(*update.momentum) +
+                    " (for the cumulative average pass std::nullopt)");
   const bnorm_running_stats_update u{update.momentum.value_or(BNORM_MOMENTUM_CUMULATIVE),
                                      static_cast<bnorm_running_var_estimator>(update.running_var),
                                      update.num_batches_tracked};

@@ -33,6 +33,7 @@ constexpr int64_t kChunk = 8192;          // values per reduction chunk
 constexpr int64_t kColumnBlock = 256;     // channels per channels-last work item
 constexpr int64_t kApplyPiece = 16384;    // values per elementwise work item
 constexpr int64_t kMinParallelWork = 1 << 15;  // below this, one thread is faster
+constexpr int64_t kMaxRowChunks = 256;   // bounds channels-last scratch to 256 partials per channel
 constexpr int kLanes = 16;                // independent partial sums per reduction
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -92,7 +93,7 @@ struct RowChunks {
 
   explicit RowChunks(const Geometry& g)
       : rows(g.n * g.spatial), c(g.c),
-        rows_per_chunk(std::max<int64_t>(1, kChunk / g.c)),
+        rows_per_chunk(std::max({int64_t{1}, kChunk / g.c, ceil_div(rows, kMaxRowChunks)})),
         count(ceil_div(rows, rows_per_chunk)),
         column_blocks(ceil_div(g.c, kColumnBlock)) {}
 

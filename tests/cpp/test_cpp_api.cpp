@@ -154,6 +154,12 @@ TEST(CppFunctional, ChecksShapesAndLengths) {
                                                  {}, {}, {}, {});
             }),
             BNORM_ERROR_SIZE_OVERFLOW);
+  EXPECT_EQ(status_of([&] {
+              // -1 is the C API's sentinel; in C++ the cumulative average is std::nullopt.
+              batch_norm_forward_training<float>(xv, {y.data(), {2, 3, 4}}, {}, {}, 1e-5,
+                                                 {.momentum = -1.0}, {}, {}, {}, {});
+            }),
+            BNORM_ERROR_INVALID_VALUE);
 }
 
 }  // namespace

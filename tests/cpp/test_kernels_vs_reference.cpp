@@ -177,7 +177,8 @@ TYPED_TEST(KernelsVsReference, BackwardInference) {
 TYPED_TEST(KernelsVsReference, LargeShapesCrossChunkBoundaries) {
   using T = TypeParam;
   const Shape shapes[] = {{3, 2, 9000, false}, {2, 300, 5, true}, {5000, 3, 1, false},
-                          {2, 2, 20000, false}, {700, 17, 3, true}};
+                          {2, 2, 20000, false}, {700, 17, 3, true},
+                          {300000, 1, 1, true}};  // more rows than 256 chunks of kChunk
   uint32_t seed = 900;
   for (const Shape& s : shapes) {
     SCOPED_TRACE(s.name());
