@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace {
@@ -35,7 +36,17 @@ ChannelStats channel_stats(const std::vector<float>& a, int64_t n, int64_t c, in
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc > 1) {
+    const bool help = std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h";
+    std::fprintf(help ? stdout : stderr,
+                 "usage: bnorm_demo\n"
+                 "Batch norm on one (32, 4, 8, 8) float32 batch, shown with numbers: a training\n"
+                 "step, running statistics and inference, a backward pass, and the numerics of\n"
+                 "|mean| = 1e6 * std against the textbook formula. Takes no arguments.\n");
+    if (!help) std::fprintf(stderr, "bnorm_demo: unexpected argument '%s'\n", argv[1]);
+    return help ? 0 : 2;
+  }
   constexpr int64_t n = 32, c = 4, h = 8, w = 8, spatial = h * w;
   const std::vector<int64_t> sizes{n, c, h, w};
   const double offsets[c] = {-3.0, 0.0, 50.0, 1000.0};

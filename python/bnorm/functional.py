@@ -10,6 +10,8 @@ Running-statistics conventions (see docs/conventions.md):
   Keras / TF:     their momentum 0.99 == momentum=0.01 here
   ONNX, d2l:      their momentum 0.9  == momentum=0.1 here, running_var_estimator="biased"
 """
+import math
+
 from . import _bnorm
 
 
@@ -17,9 +19,10 @@ def _check_scalar(name, value, low=None, high=None):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
-    if value != value or (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be in {bounds}, got {value}")
+    if not math.isfinite(value) or (low is not None and value < low) or (
+            high is not None and value > high):
+        bounds = f"in [{low:g}, {high:g}]" if high is not None else f"finite and >= {low:g}"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
     return value
 
 

@@ -154,10 +154,12 @@ std::span<T> channel_buffer(py::handle obj, const char* name, int64_t channels) 
   return {static_cast<T*>(a.mutable_data()), static_cast<size_t>(channels)};
 }
 
+// A new array of C values stored into `out`; returns its span.
 template <class T>
-std::span<T> channel_output(py::array& out, int64_t channels) {
-  out = py::array_t<T>(channels);
-  return {static_cast<T*>(out.mutable_data()), static_cast<size_t>(channels)};
+std::span<T> channel_output(py::object& out, int64_t channels) {
+  py::array_t<T> array(channels);
+  out = array;
+  return {array.mutable_data(), static_cast<size_t>(channels)};
 }
 
 py::array x_array(py::handle obj) {
@@ -189,7 +191,8 @@ py::tuple forward_training(py::handle x_obj, py::handle weight, py::handle bias,
     using T = decltype(zero);
     const Tensor<T> x = tensor_input<T>(x_arr, "x", std::nullopt);
     const int64_t c = x_arr.shape(1);
-    py::array keep_w, keep_b, y = empty_like_layout<T>(sizes_of(x_arr), x.layout), mean, invstd;
+    py::array keep_w, keep_b, y = empty_like_layout<T>(sizes_of(x_arr), x.layout);
+    py::object mean, invstd;
     const auto w = channel_input<T>(weight, "weight", c, keep_w);
     const auto b = channel_input<T>(bias, "bias", c, keep_b);
     const auto rm = channel_buffer<T>(running_mean, "running_mean", c);
@@ -234,7 +237,7 @@ template <class T>
 struct BackwardCall {
   Tensor<T> x, dy;
   int64_t c;
-  py::array dx, dweight, dbias;
+  py::object dx = py::none(), dweight = py::none(), dbias = py::none();  // None: not requested
   TensorView<T> dx_view;
   std::span<T> dweight_span, dbias_span;
 
@@ -248,19 +251,15 @@ struct BackwardCall {
                             shape_string(dy_arr));
     dy = tensor_input<T>(dy_arr, "dy", x.layout);
     if (need_dx) {
-      dx = empty_like_layout<T>(sizes_of(x_arr), x.layout);
-      dx_view = {static_cast<T*>(dx.mutable_data()), sizes_of(x_arr), x.layout};
+      py::array out = empty_like_layout<T>(sizes_of(x_arr), x.layout);
+      dx_view = {static_cast<T*>(out.mutable_data()), sizes_of(x_arr), x.layout};
+      dx = out;
     }
     if (need_dweight) dweight_span = channel_output<T>(dweight, c);
     if (need_dbias) dbias_span = channel_output<T>(dbias, c);
   }
 
-  py::tuple result() const {
-    auto or_none = [](const py::array& a) -> py::object {
-      return a ? py::object(a) : py::object(py::none());
-    };
-    return py::make_tuple(or_none(dx), or_none(dweight), or_none(dbias));
-  }
+  py::tuple result() const { return py::make_tuple(dx, dweight, dbias); }
 };
 
 py::tuple backward(py::handle x_obj, py::handle dy, py::handle weight, py::handle save_mean,
