@@ -99,6 +99,7 @@ struct RowChunks {
 
   int64_t row_begin(int64_t chunk) const { return chunk * rows_per_chunk; }
   int64_t row_end(int64_t chunk) const { return std::min(rows, (chunk + 1) * rows_per_chunk); }
+  int64_t rows_in(int64_t chunk) const { return row_end(chunk) - row_begin(chunk); }
 };
 
 // ---- hot loops (scalar formula above each) ----------------------------------------
@@ -146,21 +147,27 @@ BNORM_INLINE Moments cf_chunk_moments_impl(const T* xc, const ChannelsFirstChunk
                                    sum_lanes(s1), sum_lanes(s2));
 }
 
-// For channels [c0, c1) over rows [r0, r1): s1[j] = sum(x - shift), s2[j] = sum((x - shift)^2).
+// Shifted sums of one chunk of one channel: s1 = sum(x - K), s2 = sum((x - K)^2).
+struct ShiftedSums {
+  double s1 = 0, s2 = 0;
+};
+
+// For channels [c0, c1) over rows [r0, r1), shifted by the first row (K = x[ch]):
+// out[j] = shifted sums of channel c0 + j.
 template <class T>
 BNORM_INLINE void rows_shifted_sums_impl(const T* x, int64_t ld, int64_t r0, int64_t r1,
-                                         int64_t c0, int64_t c1, const double* shift,
-                                         double* s1, double* s2) {
+                                         int64_t c0, int64_t c1, ShiftedSums* out) {
   const int64_t width = c1 - c0;
-  for (int64_t j = 0; j < width; ++j) s1[j] = s2[j] = 0;
+  double s1[kColumnBlock] = {}, s2[kColumnBlock] = {};
   for (int64_t r = r0; r < r1; ++r) {
     const T* row = x + r * ld + c0;
     for (int64_t j = 0; j < width; ++j) {
-      const double d = static_cast<double>(row[j]) - shift[j];
+      const double d = static_cast<double>(row[j]) - static_cast<double>(x[c0 + j]);
       s1[j] += d;
       s2[j] += d * d;
     }
   }
+  for (int64_t j = 0; j < width; ++j) out[j] = ShiftedSums{s1[j], s2[j]};
 }
 
 // Backward sums over one contiguous run: xc = x - center,
@@ -269,9 +276,8 @@ BNORM_INLINE void backward_affine_rows_impl(const T* x, const T* dy, T* dx, int6
     return cf_chunk_moments_impl(xc, plan, chunk, shift);                                  \
   }                                                                                        \
   BNORM_CLONES void rows_shifted_sums(const T* x, int64_t ld, int64_t r0, int64_t r1,      \
-                                      int64_t c0, int64_t c1, const double* shift,         \
-                                      double* s1, double* s2) {                            \
-    rows_shifted_sums_impl(x, ld, r0, r1, c0, c1, shift, s1, s2);                          \
+                                      int64_t c0, int64_t c1, ShiftedSums* out) {          \
+    rows_shifted_sums_impl(x, ld, r0, r1, c0, c1, out);                                    \
   }                                                                                        \
   BNORM_CLONES BackwardSums cf_chunk_backward_sums(const T* xc, const T* dyc,              \
                                                    const ChannelsFirstChunks& plan,        \
@@ -305,96 +311,130 @@ BNORM_DEFINE_HOT_LOOPS(float)
 BNORM_DEFINE_HOT_LOOPS(double)
 #undef BNORM_DEFINE_HOT_LOOPS
 
-// Scratch per calling thread, reused across calls (no allocation in steady state).
-template <class V>
-V* scratch(std::vector<V>& buffer, size_t count) {
-  if (buffer.size() < count) buffer.resize(count);
+// ---- how the work is split: shared by every kernel ----------------------------------
+
+// Scratch per calling thread and partial type, reused across calls (no allocation in
+// steady state).
+template <class Partial>
+Partial* thread_scratch(int64_t count) {
+  thread_local std::vector<Partial> buffer;
+  if (buffer.size() < static_cast<size_t>(count)) buffer.resize(static_cast<size_t>(count));
   return buffer.data();
+}
+
+// Reduction over channels-first chunks, in parallel:
+//   partial[ch * plan.count + j] = chunk_fn(ch, j).
+template <class Partial, class ChunkFn>
+const Partial* channels_first_partials(const Geometry& g, const ChannelsFirstChunks& plan,
+                                       int nt, ChunkFn&& chunk_fn) {
+  Partial* partial = thread_scratch<Partial>(g.c * plan.count);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t item = 0; item < g.c * plan.count; ++item)
+    partial[item] = chunk_fn(item / plan.count, item % plan.count);
+  return partial;
+}
+
+// Reduction over row chunks and channel blocks, in parallel: block_fn(chunk, c0, c1, out)
+// writes the partials of channels [c0, c1) over the chunk's rows to
+// out = partial + chunk * c + c0.
+template <class Partial, class BlockFn>
+const Partial* row_partials(const Geometry& g, const RowChunks& plan, int nt,
+                            BlockFn&& block_fn) {
+  Partial* partial = thread_scratch<Partial>(plan.count * g.c);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t item = 0; item < plan.count * plan.column_blocks; ++item) {
+    const int64_t chunk = item / plan.column_blocks;
+    const int64_t c0 = (item % plan.column_blocks) * kColumnBlock;
+    block_fn(chunk, c0, std::min(g.c, c0 + kColumnBlock), partial + chunk * g.c + c0);
+  }
+  return partial;
+}
+
+// out[ch] = fold(... fold(fold(Result{}, p(ch, 0)), p(ch, 1)) ..., p(ch, chunks - 1)),
+// p(ch, j) = partial[ch * channel_stride + j * chunk_stride]: always in chunk order,
+// which is what makes results independent of the thread count.
+template <class Result, class Partial, class Fold>
+void fold_in_order(int64_t channels, int64_t chunks, const Partial* partial,
+                   int64_t channel_stride, int64_t chunk_stride, Result* out, Fold&& fold) {
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    Result total{};
+    for (int64_t j = 0; j < chunks; ++j)
+      total = fold(total, partial[ch * channel_stride + j * chunk_stride], ch, j);
+    out[ch] = total;
+  }
+}
+
+// Elementwise over channels-first data: run_fn(ch, offset, len) for contiguous runs of
+// at most kApplyPiece values of one channel.
+template <class RunFn>
+void for_each_channel_run(const Geometry& g, int nt, RunFn&& run_fn) {
+  const int64_t pieces = ceil_div(g.spatial, kApplyPiece);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t item = 0; item < g.n * g.c * pieces; ++item) {
+    const int64_t slice = item / pieces;  // (i, ch)
+    const int64_t begin = (item % pieces) * kApplyPiece;
+    run_fn(slice % g.c, slice * g.spatial + begin, std::min(kApplyPiece, g.spatial - begin));
+  }
+}
+
+// Elementwise over rows of channels: rows_fn(r0, r1) for blocks of about kApplyPiece values.
+template <class RowsFn>
+void for_each_row_block(const Geometry& g, int nt, RowsFn&& rows_fn) {
+  const int64_t rows = g.n * g.spatial;
+  const int64_t rows_per_item = std::max<int64_t>(1, kApplyPiece / g.c);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t item = 0; item < ceil_div(rows, rows_per_item); ++item)
+    rows_fn(item * rows_per_item, std::min(rows, (item + 1) * rows_per_item));
+}
+
+BackwardSums add_sums(const BackwardSums& a, const BackwardSums& b, int64_t, int64_t) {
+  return BackwardSums{a.dy_sum + b.dy_sum, a.dy_xc_sum + b.dy_xc_sum, a.xc_sum + b.xc_sum};
 }
 
 }  // namespace
 
-// ---- moments ----------------------------------------------------------------------
+// ---- kernels ----------------------------------------------------------------------------
 
 template <class T>
 void batch_norm_moments(const Geometry& g, const T* x, Moments* moments, int threads) {
   assert(g.n > 0 && g.c > 0 && g.spatial > 0 && threads >= 1);
   const int nt = threads_for(g.n * g.c * g.spatial, threads);
-
   if (!rows_of_channels(g)) {
     const ChannelsFirstChunks plan(g);
-    thread_local std::vector<Moments> partial_buffer;
-    Moments* partial = scratch(partial_buffer, static_cast<size_t>(g.c * plan.count));
-    // Item = (channel, chunk); shift = the channel's first value.
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t item = 0; item < g.c * plan.count; ++item) {
-      const int64_t ch = item / plan.count;
+    // Shift: the channel's first value.
+    const Moments* partial = channels_first_partials<Moments>(g, plan, nt, [&](int64_t ch, int64_t j) {
       const T* xc = x + ch * g.spatial;
-      partial[item] = cf_chunk_moments(xc, plan, item % plan.count, static_cast<double>(xc[0]));
-    }
-    for (int64_t ch = 0; ch < g.c; ++ch) {
-      Moments total;
-      for (int64_t j = 0; j < plan.count; ++j) total = merge(total, partial[ch * plan.count + j]);
-      moments[ch] = total;
-    }
+      return cf_chunk_moments(xc, plan, j, static_cast<double>(xc[0]));
+    });
+    fold_in_order(g.c, plan.count, partial, plan.count, 1, moments,
+                  [](const Moments& total, const Moments& p, int64_t, int64_t) { return merge(total, p); });
     return;
   }
-
   const RowChunks plan(g);
-  thread_local std::vector<double> sums_buffer;
-  // sums[(chunk * 2 + {0: S1, 1: S2}) * c + ch]; shift[ch] = x[ch] (the first row).
-  double* sums = scratch(sums_buffer, static_cast<size_t>(plan.count * 2 * g.c + g.c));
-  double* shift = sums + plan.count * 2 * g.c;
-  for (int64_t ch = 0; ch < g.c; ++ch) shift[ch] = static_cast<double>(x[ch]);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int64_t item = 0; item < plan.count * plan.column_blocks; ++item) {
-    const int64_t chunk = item / plan.column_blocks;
-    const int64_t c0 = (item % plan.column_blocks) * kColumnBlock;
-    const int64_t c1 = std::min(g.c, c0 + kColumnBlock);
-    double* s1 = sums + chunk * 2 * g.c;
-    double* s2 = s1 + g.c;
-    rows_shifted_sums(x, g.c, plan.row_begin(chunk), plan.row_end(chunk), c0, c1, shift + c0,
-                      s1 + c0, s2 + c0);
-  }
-  for (int64_t ch = 0; ch < g.c; ++ch) {
-    Moments total;
-    for (int64_t j = 0; j < plan.count; ++j) {
-      const double count = static_cast<double>(plan.row_end(j) - plan.row_begin(j));
-      const double* s1 = sums + j * 2 * g.c;
-      total = merge(total, moments_from_shifted_sums(count, shift[ch], s1[ch], s1[g.c + ch]));
-    }
-    moments[ch] = total;
-  }
+  const ShiftedSums* partial = row_partials<ShiftedSums>(
+      g, plan, nt, [&](int64_t chunk, int64_t c0, int64_t c1, ShiftedSums* out) {
+        rows_shifted_sums(x, g.c, plan.row_begin(chunk), plan.row_end(chunk), c0, c1, out);
+      });
+  fold_in_order(g.c, plan.count, partial, 1, g.c, moments,
+                [&](const Moments& total, const ShiftedSums& p, int64_t ch, int64_t j) {
+                  return merge(total, moments_from_shifted_sums(static_cast<double>(plan.rows_in(j)),
+                                                                static_cast<double>(x[ch]), p.s1, p.s2));
+                });
 }
-
-// ---- normalize ----------------------------------------------------------------------
 
 template <class T>
 void batch_norm_apply(const Geometry& g, const T* x, T* y, const ChannelAffine<T>& a,
                       int threads) {
   const int nt = threads_for(g.n * g.c * g.spatial, threads);
   if (!rows_of_channels(g)) {
-    const int64_t pieces = ceil_div(g.spatial, kApplyPiece);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t item = 0; item < g.n * g.c * pieces; ++item) {
-      const int64_t slice = item / pieces;  // (i, ch)
-      const int64_t ch = slice % g.c;
-      const int64_t begin = (item % pieces) * kApplyPiece;
-      const int64_t offset = slice * g.spatial + begin;
-      affine_run(x + offset, y + offset, std::min(kApplyPiece, g.spatial - begin),
-                 a.center_hi[ch], a.center_lo[ch], a.scale[ch], a.shift[ch]);
-    }
+    for_each_channel_run(g, nt, [&](int64_t ch, int64_t offset, int64_t len) {
+      affine_run(x + offset, y + offset, len, a.center_hi[ch], a.center_lo[ch], a.scale[ch],
+                 a.shift[ch]);
+    });
     return;
   }
-  const int64_t rows = g.n * g.spatial;
-  const int64_t rows_per_item = std::max<int64_t>(1, kApplyPiece / g.c);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int64_t item = 0; item < ceil_div(rows, rows_per_item); ++item) {
-    affine_rows(x, y, g.c, item * rows_per_item, std::min(rows, (item + 1) * rows_per_item), a);
-  }
+  for_each_row_block(g, nt, [&](int64_t r0, int64_t r1) { affine_rows(x, y, g.c, r0, r1, a); });
 }
-
-// ---- backward -------------------------------------------------------------------------
 
 template <class T>
 void batch_norm_backward_sums(const Geometry& g, const T* x, const T* dy, const T* center,
@@ -402,48 +442,21 @@ void batch_norm_backward_sums(const Geometry& g, const T* x, const T* dy, const 
   const int nt = threads_for(g.n * g.c * g.spatial, threads);
   if (!rows_of_channels(g)) {
     const ChannelsFirstChunks plan(g);
-    thread_local std::vector<BackwardSums> partial_buffer;
-    BackwardSums* partial = scratch(partial_buffer, static_cast<size_t>(g.c * plan.count));
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t item = 0; item < g.c * plan.count; ++item) {
-      const int64_t ch = item / plan.count;
-      partial[item] = cf_chunk_backward_sums(x + ch * g.spatial, dy + ch * g.spatial, plan,
-                                             item % plan.count, static_cast<double>(center[ch]));
-    }
-    for (int64_t ch = 0; ch < g.c; ++ch) {
-      BackwardSums total;
-      for (int64_t j = 0; j < plan.count; ++j) {
-        const BackwardSums& p = partial[ch * plan.count + j];
-        total.dy_sum += p.dy_sum;
-        total.dy_xc_sum += p.dy_xc_sum;
-        total.xc_sum += p.xc_sum;
-      }
-      sums[ch] = total;
-    }
+    const BackwardSums* partial = channels_first_partials<BackwardSums>(
+        g, plan, nt, [&](int64_t ch, int64_t j) {
+          return cf_chunk_backward_sums(x + ch * g.spatial, dy + ch * g.spatial, plan, j,
+                                        static_cast<double>(center[ch]));
+        });
+    fold_in_order(g.c, plan.count, partial, plan.count, 1, sums, add_sums);
     return;
   }
-
   const RowChunks plan(g);
-  thread_local std::vector<BackwardSums> partial_buffer;
-  BackwardSums* partial = scratch(partial_buffer, static_cast<size_t>(plan.count * g.c));
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int64_t item = 0; item < plan.count * plan.column_blocks; ++item) {
-    const int64_t chunk = item / plan.column_blocks;
-    const int64_t c0 = (item % plan.column_blocks) * kColumnBlock;
-    const int64_t c1 = std::min(g.c, c0 + kColumnBlock);
-    rows_backward_sums(x, dy, g.c, plan.row_begin(chunk), plan.row_end(chunk), c0, c1, center,
-                       partial + chunk * g.c + c0);
-  }
-  for (int64_t ch = 0; ch < g.c; ++ch) {
-    BackwardSums total;
-    for (int64_t j = 0; j < plan.count; ++j) {
-      const BackwardSums& p = partial[j * g.c + ch];
-      total.dy_sum += p.dy_sum;
-      total.dy_xc_sum += p.dy_xc_sum;
-      total.xc_sum += p.xc_sum;
-    }
-    sums[ch] = total;
-  }
+  const BackwardSums* partial = row_partials<BackwardSums>(
+      g, plan, nt, [&](int64_t chunk, int64_t c0, int64_t c1, BackwardSums* out) {
+        rows_backward_sums(x, dy, g.c, plan.row_begin(chunk), plan.row_end(chunk), c0, c1,
+                           center, out);
+      });
+  fold_in_order(g.c, plan.count, partial, 1, g.c, sums, add_sums);
 }
 
 template <class T>
@@ -451,26 +464,15 @@ void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx
                                const BackwardAffine<T>& a, int threads) {
   const int nt = threads_for(g.n * g.c * g.spatial, threads);
   if (!rows_of_channels(g)) {
-    const int64_t pieces = ceil_div(g.spatial, kApplyPiece);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t item = 0; item < g.n * g.c * pieces; ++item) {
-      const int64_t slice = item / pieces;
-      const int64_t ch = slice % g.c;
-      const int64_t begin = (item % pieces) * kApplyPiece;
-      const int64_t offset = slice * g.spatial + begin;
-      backward_affine_run(x + offset, dy + offset, dx + offset,
-                          std::min(kApplyPiece, g.spatial - begin), a.center_hi[ch],
+    for_each_channel_run(g, nt, [&](int64_t ch, int64_t offset, int64_t len) {
+      backward_affine_run(x + offset, dy + offset, dx + offset, len, a.center_hi[ch],
                           a.center_lo[ch], a.k[ch], a.q[ch], a.r[ch]);
-    }
+    });
     return;
   }
-  const int64_t rows = g.n * g.spatial;
-  const int64_t rows_per_item = std::max<int64_t>(1, kApplyPiece / g.c);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int64_t item = 0; item < ceil_div(rows, rows_per_item); ++item) {
-    backward_affine_rows(x, dy, dx, g.c, item * rows_per_item,
-                         std::min(rows, (item + 1) * rows_per_item), a);
-  }
+  for_each_row_block(g, nt, [&](int64_t r0, int64_t r1) {
+    backward_affine_rows(x, dy, dx, g.c, r0, r1, a);
+  });
 }
 
 #define BNORM_INSTANTIATE(T)                                                              \
