@@ -114,7 +114,7 @@ bnorm_status bnorm_batch_norm_backward_f32(
 /* Backward of the inference forward (statistics held fixed):
      invstd = 1 / sqrt(running_var + eps),  dx = dy * weight * invstd,
      dweight = sum(dy * (x - running_mean) * invstd),  dbias = sum(dy).
-   x may be NULL when dweight is NULL. */
+   x, dy, running_mean and running_var are required. */
 bnorm_status bnorm_batch_norm_backward_inference_f32(
     bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
     const float *x, const float *dy, float *dx, const float *weight,

@@ -5,18 +5,21 @@ otherwise). A channels-last array (channel stride 1, e.g. an (N, H, W, C) array
 transposed to (N, C, H, W)) is processed without a copy and outputs keep the
 input's memory layout.
 
-Running-statistics conventions (see docs/conventions.md):
+Running-statistics conventions (see docs/batch_norm.md):
   PyTorch:        momentum=0.1 (the default here)
   Keras / TF:     their momentum 0.99 == momentum=0.01 here
   ONNX, d2l:      their momentum 0.9  == momentum=0.1 here, running_var_estimator="biased"
 """
 import math
+import numbers
+
+import numpy as np
 
 from . import _bnorm
 
 
 def _check_scalar(name, value, low=None, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or (low is not None and value < low) or (
@@ -37,6 +40,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     training=False normalizes with running_mean and running_var.
     """
     eps = _check_scalar("eps", eps, 0.0)
+    if running_var_estimator not in ("unbiased", "biased"):
+        raise ValueError("running_var_estimator must be 'unbiased' or 'biased', "
+                         f"got {running_var_estimator!r}")
     if training:
         momentum = _check_scalar("momentum", momentum, 0.0, 1.0)
         y, _, _ = _bnorm.forward_training(x, weight, bias, running_mean, running_var, momentum,

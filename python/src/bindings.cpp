@@ -40,8 +40,12 @@ py::array as_numpy(py::handle obj, const char* name) {
   }
 }
 
-// Layout of an (N, C, *spatial) array's memory, or nullopt when it is neither.
+bool is_aligned(const py::array& a) { return a.attr("flags").attr("aligned").cast<bool>(); }
+
+// Layout of an (N, C, *spatial) array's memory, or nullopt when it is neither (or the
+// data are not aligned for their type: the kernels read them as T*).
 std::optional<Layout> memory_layout(const py::array& a) {
+  if (!is_aligned(a)) return std::nullopt;
   if (a.flags() & py::array::c_style) return Layout::channels_first;
   const py::ssize_t nd = a.ndim();
   if (nd < 3) return std::nullopt;
@@ -131,7 +135,10 @@ std::span<const T> channel_input(py::handle obj, const char* name, int64_t chann
   if (a.ndim() != 1 || a.shape(0) != channels)
     throw py::value_error(std::string(name) + " must have shape (" + std::to_string(channels) +
                           ",), one value per channel of x, got " + shape_string(a));
-  keep = py::module_::import("numpy").attr("ascontiguousarray")(a).cast<py::array>();
+  py::list requirements;  // a copy only when needed
+  requirements.append("C_CONTIGUOUS");
+  requirements.append("ALIGNED");
+  keep = py::module_::import("numpy").attr("require")(a, py::none(), requirements).cast<py::array>();
   return {static_cast<const T*>(keep.data()), static_cast<size_t>(channels)};
 }
 
@@ -148,9 +155,9 @@ std::span<T> channel_buffer(py::handle obj, const char* name, int64_t channels) 
   if (a.ndim() != 1 || a.shape(0) != channels)
     throw py::value_error(std::string(name) + " must have shape (" + std::to_string(channels) +
                           ",), one value per channel of x, got " + shape_string(a));
-  if (!(a.flags() & py::array::c_style) || !a.writeable())
+  if (!(a.flags() & py::array::c_style) || !a.writeable() || !is_aligned(a))
     throw py::value_error(std::string(name) +
-                          " must be a writable contiguous array (it is updated in place)");
+                          " must be a writable, contiguous, aligned array (it is updated in place)");
   return {static_cast<T*>(a.mutable_data()), static_cast<size_t>(channels)};
 }
 

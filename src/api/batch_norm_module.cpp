@@ -3,8 +3,12 @@
 // no running statistics), running statistics in eval mode.
 #include <bnorm/bnorm.hpp>
 
+#include "api/allocation_errors.h"
+
 #include <algorithm>
+#include <cmath>
 #include <string>
+#include <utility>
 
 namespace bnorm {
 
@@ -14,19 +18,28 @@ BatchNorm<T>::BatchNorm(int64_t num_features, BatchNormOptions options)
   if (num_features < 1)
     throw Error(BNORM_ERROR_INVALID_SHAPE,
                 "BatchNorm: num_features must be >= 1, got " + std::to_string(num_features));
+  if (!std::isfinite(options_.eps) || options_.eps < 0)
+    throw Error(BNORM_ERROR_INVALID_VALUE,
+                "BatchNorm: eps must be finite and >= 0, got " + std::to_string(options_.eps));
+  if (options_.momentum && !(*options_.momentum >= 0 && *options_.momentum <= 1))
+    throw Error(BNORM_ERROR_INVALID_VALUE,
+                "BatchNorm: momentum must be in [0, 1] (or std::nullopt for the cumulative "
+                "average), got " + std::to_string(*options_.momentum));
   const auto c = static_cast<size_t>(num_features);
-  if (options_.affine) {
-    weight_.resize(c);
-    bias_.resize(c);
-    grad_weight_.assign(c, T(0));
-    grad_bias_.assign(c, T(0));
-  }
-  if (options_.track_running_stats) {
-    running_mean_.resize(c);
-    running_var_.resize(c);
-  }
-  save_mean_.resize(c);
-  save_invstd_.resize(c);
+  api::allocation_failures_as_errors("BatchNorm", [&] {
+    if (options_.affine) {
+      weight_.resize(c);
+      bias_.resize(c);
+      grad_weight_.assign(c, T(0));
+      grad_bias_.assign(c, T(0));
+    }
+    if (options_.track_running_stats) {
+      running_mean_.resize(c);
+      running_var_.resize(c);
+    }
+    save_mean_.resize(c);
+    save_invstd_.resize(c);
+  });
   reset_parameters();
 }
 
@@ -59,10 +72,14 @@ void BatchNorm<T>::forward(TensorView<const T> x, TensorView<T> y) {
                 "BatchNorm::forward: x has " + std::to_string(x.sizes[1]) +
                     " channels (dim 1), expected num_features = " + std::to_string(num_features_));
   const bool batch_statistics = training_ || !options_.track_running_stats;
+  // Copied before anything is written: a failing allocation here changes nothing.
+  std::vector<int64_t> sizes =
+      api::allocation_failures_as_errors("BatchNorm::forward", [&] { return x.sizes; });
   if (batch_statistics) {
     const bool update = training_ && options_.track_running_stats;
-    const RunningStatsUpdate u{options_.momentum, options_.running_var,
-                               update ? &num_batches_tracked_ : nullptr};
+    // Without an update the momentum is unused (and the cumulative average has no count).
+    const RunningStatsUpdate u{update ? options_.momentum : std::optional<double>(0.0),
+                               options_.running_var, update ? &num_batches_tracked_ : nullptr};
     batch_norm_forward_training<T>(x, y, weight_, bias_, options_.eps, u,
                                    update ? std::span<T>(running_mean_) : std::span<T>(),
                                    update ? std::span<T>(running_var_) : std::span<T>(),
@@ -72,7 +89,7 @@ void BatchNorm<T>::forward(TensorView<const T> x, TensorView<T> y) {
                                     options_.eps);
   }
   saved_ = batch_statistics ? Saved::batch_statistics : Saved::running_statistics;
-  saved_sizes_ = x.sizes;
+  saved_sizes_.swap(sizes);
   saved_layout_ = x.layout;
 }
 

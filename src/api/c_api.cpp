@@ -3,6 +3,7 @@
 #include <bnorm/bnorm.h>
 
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #include "norm/batch_norm.h"
@@ -11,22 +12,35 @@ namespace {
 
 thread_local std::string last_error;
 
+// Keeping the message may itself run out of memory: then the message is cut to empty
+// rather than letting an exception escape into C.
+void set_last_error(const char* op, const char* what, const char* detail = "") noexcept {
+  try {
+    last_error = std::string(op) + what + detail;
+  } catch (...) {
+    last_error.clear();
+  }
+}
+
 template <class F>
 bnorm_status guarded(const char* op, F&& body) noexcept {
   try {
     body();
     return BNORM_SUCCESS;
   } catch (const bnorm::Error& e) {
-    last_error = e.what();
+    set_last_error("", e.what());
     return e.status();
   } catch (const std::bad_alloc&) {
-    last_error = std::string(op) + ": out of memory allocating scratch space";
+    set_last_error(op, ": out of memory allocating scratch space");
+    return BNORM_ERROR_OUT_OF_MEMORY;
+  } catch (const std::length_error&) {
+    set_last_error(op, ": out of memory (size too large)");
     return BNORM_ERROR_OUT_OF_MEMORY;
   } catch (const std::exception& e) {
-    last_error = std::string(op) + ": internal error: " + e.what();
+    set_last_error(op, ": internal error: ", e.what());
     return BNORM_ERROR_INTERNAL;
   } catch (...) {
-    last_error = std::string(op) + ": internal error";
+    set_last_error(op, ": internal error");
     return BNORM_ERROR_INTERNAL;
   }
 }

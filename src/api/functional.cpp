@@ -5,6 +5,7 @@
 #include <sstream>
 #include <string>
 
+#include "api/allocation_errors.h"
 #include "norm/batch_norm.h"
 
 namespace bnorm {
@@ -55,6 +56,10 @@ void batch_norm_forward_training(TensorView<const T> x, TensorView<T> y, std::sp
   const char* op = "batch_norm_forward_training";
   const norm::Problem p = problem_of(op, x);
   check_same_shape(op, "y", y, x);
+  if (!update.momentum && !update.num_batches_tracked)
+    throw Error(BNORM_ERROR_NULL_POINTER,
+                std::string(op) + ": momentum std::nullopt (the cumulative average) needs "
+                                  "update.num_batches_tracked, the count of batches seen");
   if (update.momentum && *update.momentum == BNORM_MOMENTUM_CUMULATIVE)
     throw Error(BNORM_ERROR_INVALID_VALUE,
                 std::string(op) + ": momentum must be in [0, 1], got " +
@@ -63,12 +68,14 @@ void batch_norm_forward_training(TensorView<const T> x, TensorView<T> y, std::sp
   const bnorm_running_stats_update u{update.momentum.value_or(BNORM_MOMENTUM_CUMULATIVE),
                                      static_cast<bnorm_running_var_estimator>(update.running_var),
                                      update.num_batches_tracked};
-  norm::forward_training<T>(op, p, x.data, y.data, per_channel(op, "weight", weight, p.c),
-                            per_channel(op, "bias", bias, p.c), eps, u,
-                            per_channel(op, "running_mean", running_mean, p.c),
-                            per_channel(op, "running_var", running_var, p.c),
-                            per_channel(op, "save_mean", save_mean, p.c),
-                            per_channel(op, "save_invstd", save_invstd, p.c));
+  api::allocation_failures_as_errors(op, [&] {
+    norm::forward_training<T>(op, p, x.data, y.data, per_channel(op, "weight", weight, p.c),
+                              per_channel(op, "bias", bias, p.c), eps, u,
+                              per_channel(op, "running_mean", running_mean, p.c),
+                              per_channel(op, "running_var", running_var, p.c),
+                              per_channel(op, "save_mean", save_mean, p.c),
+                              per_channel(op, "save_invstd", save_invstd, p.c));
+  });
 }
 
 template <class T>
@@ -79,10 +86,12 @@ void batch_norm_forward_inference(TensorView<const T> x, TensorView<T> y,
   const char* op = "batch_norm_forward_inference";
   const norm::Problem p = problem_of(op, x);
   check_same_shape(op, "y", y, x);
-  norm::forward_inference<T>(op, p, x.data, y.data, per_channel(op, "weight", weight, p.c),
-                             per_channel(op, "bias", bias, p.c),
-                             per_channel(op, "running_mean", running_mean, p.c),
-                             per_channel(op, "running_var", running_var, p.c), eps);
+  api::allocation_failures_as_errors(op, [&] {
+    norm::forward_inference<T>(op, p, x.data, y.data, per_channel(op, "weight", weight, p.c),
+                               per_channel(op, "bias", bias, p.c),
+                               per_channel(op, "running_mean", running_mean, p.c),
+                               per_channel(op, "running_var", running_var, p.c), eps);
+  });
 }
 
 template <class T>
@@ -94,10 +103,12 @@ void batch_norm_backward(TensorView<const T> x, TensorView<const T> dy, TensorVi
   const norm::Problem p = problem_of(op, x);
   check_same_shape(op, "dy", dy, x);
   if (dx.data) check_same_shape(op, "dx", dx, x);
-  norm::backward<T>(op, p, x.data, dy.data, dx.data, per_channel(op, "weight", weight, p.c),
-                    per_channel(op, "save_mean", save_mean, p.c),
-                    per_channel(op, "save_invstd", save_invstd, p.c),
-                    per_channel(op, "dweight", dweight, p.c), per_channel(op, "dbias", dbias, p.c));
+  api::allocation_failures_as_errors(op, [&] {
+    norm::backward<T>(op, p, x.data, dy.data, dx.data, per_channel(op, "weight", weight, p.c),
+                      per_channel(op, "save_mean", save_mean, p.c),
+                      per_channel(op, "save_invstd", save_invstd, p.c),
+                      per_channel(op, "dweight", dweight, p.c), per_channel(op, "dbias", dbias, p.c));
+  });
 }
 
 template <class T>
@@ -110,12 +121,14 @@ void batch_norm_backward_inference(TensorView<const T> x, TensorView<const T> dy
   const norm::Problem p = problem_of(op, x);
   check_same_shape(op, "dy", dy, x);
   if (dx.data) check_same_shape(op, "dx", dx, x);
-  norm::backward_inference<T>(op, p, x.data, dy.data, dx.data,
-                              per_channel(op, "weight", weight, p.c),
-                              per_channel(op, "running_mean", running_mean, p.c),
-                              per_channel(op, "running_var", running_var, p.c), eps,
-                              per_channel(op, "dweight", dweight, p.c),
-                              per_channel(op, "dbias", dbias, p.c));
+  api::allocation_failures_as_errors(op, [&] {
+    norm::backward_inference<T>(op, p, x.data, dy.data, dx.data,
+                                per_channel(op, "weight", weight, p.c),
+                                per_channel(op, "running_mean", running_mean, p.c),
+                                per_channel(op, "running_var", running_var, p.c), eps,
+                                per_channel(op, "dweight", dweight, p.c),
+                                per_channel(op, "dbias", dbias, p.c));
+  });
 }
 
 #define BNORM_INSTANTIATE(T)                                                                   \

@@ -33,7 +33,10 @@ constexpr int64_t kChunk = 8192;          // values per reduction chunk
 constexpr int64_t kColumnBlock = 256;     // channels per channels-last work item
 constexpr int64_t kApplyPiece = 16384;    // values per elementwise work item
 constexpr int64_t kMinParallelWork = 1 << 15;  // below this, one thread is faster
-constexpr int64_t kMaxRowChunks = 256;   // bounds channels-last scratch to 256 partials per channel
+// Channels-last partials: at most 256 per channel, and at least 32 rows per chunk, so
+// the scratch (<= 24 bytes per channel per chunk) stays under 0.75 bytes per input value.
+constexpr int64_t kMaxRowChunks = 256;
+constexpr int64_t kMinRowsPerChunk = 32;
 constexpr int kLanes = 16;                // independent partial sums per reduction
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -93,7 +96,7 @@ struct RowChunks {
 
   explicit RowChunks(const Geometry& g)
       : rows(g.n * g.spatial), c(g.c),
-        rows_per_chunk(std::max({int64_t{1}, kChunk / g.c, ceil_div(rows, kMaxRowChunks)})),
+        rows_per_chunk(std::max({kMinRowsPerChunk, kChunk / g.c, ceil_div(rows, kMaxRowChunks)})),
         count(ceil_div(rows, rows_per_chunk)),
         column_blocks(ceil_div(g.c, kColumnBlock)) {}
 

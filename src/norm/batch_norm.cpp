@@ -1,6 +1,8 @@
 #include "norm/batch_norm.h"
 
 #include <cmath>
+#include <limits>
+#include <new>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -70,6 +72,9 @@ double check_update(const char* op, const bnorm_running_stats_update& u) {
   if (u.num_batches_tracked && *u.num_batches_tracked < 0)
     fail(BNORM_ERROR_INVALID_VALUE, op,
          "num_batches_tracked must be >= 0, got " + str(*u.num_batches_tracked));
+  if (u.num_batches_tracked && *u.num_batches_tracked == std::numeric_limits<int64_t>::max())
+    fail(BNORM_ERROR_INVALID_VALUE, op,
+         "num_batches_tracked is INT64_MAX: counting this batch would overflow it");
   if (u.momentum == BNORM_MOMENTUM_CUMULATIVE) {
     if (!u.num_batches_tracked)
       fail(BNORM_ERROR_NULL_POINTER, op,
@@ -89,11 +94,16 @@ double value_or(const T* values, int64_t ch, double fallback) {
 }
 
 // Per-channel coefficient arrays, allocated before anything is written (so that an
-// allocation failure, too, leaves every output untouched).
+// allocation failure, too, leaves every output untouched). A channel count too large to
+// allocate (c * arrays overflowing included) is std::bad_alloc: BNORM_ERROR_OUT_OF_MEMORY.
 template <class T>
 struct Coefficients {
   std::vector<T> storage;
-  explicit Coefficients(int64_t c, int arrays) : storage(static_cast<size_t>(c * arrays)) {}
+  explicit Coefficients(int64_t c, int arrays) : storage(checked_count(c, arrays)) {}
+  static size_t checked_count(int64_t c, int arrays) {
+    if (c > std::numeric_limits<int64_t>::max() / 64 / arrays) throw std::bad_alloc();
+    return static_cast<size_t>(c * arrays);
+  }
   T* array(int64_t c, int index) { return storage.data() + c * index; }
 };
 

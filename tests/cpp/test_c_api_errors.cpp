@@ -147,6 +147,30 @@ TEST(CApiErrors, BadMomentumAndUpdateOptions) {
   expect_failure(b.train_ex(&u), BNORM_ERROR_INVALID_VALUE, "running_var_estimator", b);
 }
 
+TEST(CApiErrors, NumBatchesTrackedAtInt64MaxWouldOverflow) {
+  Buffers b;
+  b.tracked = std::numeric_limits<int64_t>::max();
+  const bnorm_running_stats_update u{0.1, BNORM_RUNNING_VAR_UNBIASED, &b.tracked};
+  EXPECT_EQ(b.train_ex(&u), BNORM_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(bnorm_last_error()).find("overflow"), std::string::npos);
+  EXPECT_EQ(b.tracked, std::numeric_limits<int64_t>::max());
+  for (float v : b.rm) EXPECT_EQ(v, 5.f);
+}
+
+TEST(CApiErrors, ChannelCountsTooLargeToAllocateAreOutOfMemoryNotACrash) {
+  // n * c * spatial fits int64_t, but per-channel scratch for c channels cannot exist.
+  Buffers b;
+  for (int64_t c : {int64_t{0x5555555555555556}, int64_t{1} << 61}) {
+    expect_failure(bnorm_batch_norm_forward_inference_f32(BNORM_CHANNELS_FIRST, 1, c, 1,
+                                                          b.x.data(), b.y.data(), nullptr,
+                                                          nullptr, b.rm.data(), b.rv.data(), 1e-5),
+                   BNORM_ERROR_OUT_OF_MEMORY, "out of memory", b);
+  }
+  expect_failure(b.train(BNORM_CHANNELS_LAST, 2, int64_t{1} << 61, 1, b.x.data(), b.y.data(),
+                         1e-5, 0.1),
+                 BNORM_ERROR_OUT_OF_MEMORY, "out of memory", b);
+}
+
 TEST(CApiErrors, MessagesAreKeptPerThreadAndStatusesHaveNames) {
   EXPECT_STREQ(bnorm_status_string(BNORM_ERROR_TOO_FEW_VALUES), "BNORM_ERROR_TOO_FEW_VALUES");
   EXPECT_STREQ(bnorm_status_string(BNORM_SUCCESS), "BNORM_SUCCESS");

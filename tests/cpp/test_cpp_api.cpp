@@ -4,6 +4,7 @@
 
 #include <bnorm/bnorm.hpp>
 
+#include <limits>
 #include <vector>
 
 #include "test_support.h"
@@ -94,6 +95,35 @@ TEST(CppModule, OptionsAffineOffNoTrackingAndCumulative) {
   EXPECT_EQ(cumulative.num_batches_tracked(), 2);
 }
 
+TEST(CppModule, CumulativeMomentumWithoutRunningStatsUsesBatchStatistics) {
+  // PyTorch allows momentum=None with track_running_stats=False: nothing to average.
+  BatchNorm<float> bn(3, {.momentum = std::nullopt, .track_running_stats = false});
+  const std::vector<int64_t> sizes{2, 3, 4};
+  const auto x = test::random_values<float>(24, 9, 1.0, 2.0);
+  std::vector<float> train_y(24), eval_y(24);
+  bn.forward({x.data(), sizes}, {train_y.data(), sizes});
+  bn.eval();
+  bn.forward({x.data(), sizes}, {eval_y.data(), sizes});
+  EXPECT_EQ(train_y, eval_y);
+  std::vector<float> dx(24);
+  bn.backward({x.data(), sizes}, {x.data(), sizes}, {dx.data(), sizes});
+}
+
+TEST(CppModule, ConstructorRejectsBadOptions) {
+  auto status_of = [](BatchNormOptions o) {
+    try {
+      BatchNorm<double> bn(2, o);
+    } catch (const Error& e) {
+      return e.status();
+    }
+    return BNORM_SUCCESS;
+  };
+  EXPECT_EQ(status_of({.eps = -1.0}), BNORM_ERROR_INVALID_VALUE);
+  EXPECT_EQ(status_of({.eps = std::numeric_limits<double>::infinity()}), BNORM_ERROR_INVALID_VALUE);
+  EXPECT_EQ(status_of({.momentum = 2.0}), BNORM_ERROR_INVALID_VALUE);
+  EXPECT_EQ(status_of({.momentum = std::nullopt}), BNORM_SUCCESS);
+}
+
 TEST(CppModule, BadInputThrowsWithStatusAndChangesNothing) {
   BatchNorm<float> bn(3);
   std::vector<float> x(2 * 4 * 5, 1.f), y(x.size(), 42.f);
@@ -160,6 +190,20 @@ TEST(CppFunctional, ChecksShapesAndLengths) {
                                                  {.momentum = -1.0}, {}, {}, {}, {});
             }),
             BNORM_ERROR_INVALID_VALUE);
+  int64_t tracked = 0;
+  EXPECT_EQ(status_of([&] {
+              // nullopt without a count: named in C++ terms, nothing written
+              batch_norm_forward_training<float>(xv, {y.data(), {2, 3, 4}}, {}, {}, 1e-5,
+                                                 {.momentum = std::nullopt}, {}, {}, {}, {});
+            }),
+            BNORM_ERROR_NULL_POINTER);
+  EXPECT_EQ(status_of([&] {
+              batch_norm_forward_training<float>(
+                  xv, {y.data(), {2, 3, 4}}, {}, {}, 1e-5,
+                  {.momentum = std::nullopt, .num_batches_tracked = &tracked}, {}, {}, {}, {});
+            }),
+            BNORM_SUCCESS);
+  EXPECT_EQ(tracked, 1);
 }
 
 }  // namespace

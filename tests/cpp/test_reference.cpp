@@ -150,16 +150,17 @@ TEST_P(GradientCheck, InferenceBackwardMatchesFiniteDifferences) {
   check_gradients(loss, grads, x, w, b);
 }
 
+std::string grad_case_name(const ::testing::TestParamInfo<GradCase>& param_info) {
+  const GradCase& p = param_info.param;
+  return test::Shape{p.n, p.c, p.spatial, p.channels_last}.name();
+}
+
 INSTANTIATE_TEST_SUITE_P(SmallShapes, GradientCheck,
                          ::testing::Values(GradCase{2, 1, 1, false}, GradCase{3, 2, 5, false},
                                            GradCase{3, 2, 5, true}, GradCase{1, 3, 7, false},
                                            GradCase{1, 3, 7, true}, GradCase{17, 2, 1, false},
                                            GradCase{2, 17, 3, true}),
-                         [](const ::testing::TestParamInfo<GradCase>& param_info) {
-                           const GradCase& g = param_info.param;
-                           return "n" + std::to_string(g.n) + "_c" + std::to_string(g.c) + "_s" +
-                                  std::to_string(g.spatial) + (g.channels_last ? "_last" : "_first");
-                         });
+                         grad_case_name);
 
 }  // namespace
 }  // namespace bnorm

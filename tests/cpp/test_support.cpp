@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 
 namespace bnorm::test {
 
 std::string Shape::name() const {
-  return "n" + std::to_string(n) + "_c" + std::to_string(c) + "_s" + std::to_string(spatial) +
-         (channels_last ? "_last" : "_first");
+  std::ostringstream out;
+  out << 'n' << n << "_c" << c << "_s" << spatial << (channels_last ? "_last" : "_first");
+  return out.str();
 }
 
 template <class T>

@@ -540,3 +540,58 @@ def test_load_state_dict_wrong_shape(key, bad, rng):
             bn.load_state_dict(src)
         with pytest.raises(ValueError, match=key):
             bn.load_state_dict(src, strict=False)
+
+
+# ---- found in review: numpy scalars, the estimator in eval, alignment -----------------
+
+def test_numpy_scalars_are_accepted_for_eps_and_momentum():
+    x = np.random.default_rng(0).normal(size=(4, 3, 5)).astype(np.float32)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    y = bnorm.batch_norm(x, rm, rv, training=True, momentum=np.float32(0.5), eps=np.float64(1e-5))
+    want = bnorm.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), training=True,
+                            momentum=0.5, eps=1e-5)
+    np.testing.assert_array_equal(y, want)
+    bn = bnorm.BatchNorm1d(3, eps=np.float32(1e-3), momentum=np.float64(0.2))
+    assert bn.eps == pytest.approx(1e-3)
+    with pytest.raises(TypeError, match="momentum"):
+        bnorm.batch_norm(x, rm, rv, training=True, momentum=np.bool_(True))
+
+
+def test_running_var_estimator_is_checked_in_eval_too():
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="running_var_estimator"):
+        bnorm.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), training=False,
+                         running_var_estimator="sometimes")
+
+
+def _unaligned(a):
+    """A copy of `a` whose data start one byte past an aligned address."""
+    raw = np.zeros(a.nbytes + 1, np.uint8)
+    out = np.frombuffer(raw[1:].data, dtype=a.dtype).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_inputs_are_copied_and_give_the_same_result(dtype):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5, 4, 3, 2)).astype(dtype)
+    dy = rng.normal(size=x.shape).astype(dtype)
+    w = rng.normal(size=4).astype(dtype)
+    y, sm, si = bnorm.batch_norm_training(x, w)
+    y_u, sm_u, si_u = bnorm.batch_norm_training(_unaligned(x), _unaligned(w))
+    np.testing.assert_array_equal(y, y_u)
+    dx, dw, db = bnorm.batch_norm_backward(x, dy, sm, si, w)
+    dx_u, dw_u, db_u = bnorm.batch_norm_backward(_unaligned(x), _unaligned(dy), _unaligned(sm),
+                                                 _unaligned(si), _unaligned(w))
+    np.testing.assert_array_equal(dx, dx_u)
+    np.testing.assert_array_equal(dw, dw_u)
+
+
+def test_unaligned_running_buffer_is_refused_unchanged():
+    x = np.random.default_rng(2).normal(size=(4, 3)).astype(np.float32)
+    rm = _unaligned(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="aligned"):
+        bnorm.batch_norm(x, rm, np.ones(3, np.float32), training=True)
+    np.testing.assert_array_equal(rm, np.zeros(3, np.float32))
