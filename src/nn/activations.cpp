@@ -1,0 +1,66 @@
+#include "nn/activations.h"
+
+#include <cmath>
+
+namespace bnorm::nn {
+
+template <class T>
+std::string Elementwise<T>::describe() const {
+  switch (kind_) {
+    case Activation::sigmoid: return "Sigmoid()";
+    case Activation::tanh: return "Tanh()";
+    case Activation::relu: return "ReLU()";
+  }
+  return "?";
+}
+
+template <class T>
+void Elementwise<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
+  const int64_t n = x.numel();
+  const T* in = x.data();
+  T* out = y.data();
+  switch (kind_) {
+    case Activation::sigmoid:
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) out[i] = T(1) / (T(1) + std::exp(-in[i]));
+      break;
+    case Activation::tanh:
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) out[i] = std::tanh(in[i]);
+      break;
+    case Activation::relu:
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) out[i] = in[i] > T(0) ? in[i] : T(0);
+      break;
+  }
+}
+
+template <class T>
+void Elementwise<T>::backward(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>& dy,
+                              Tensor<T>* dx) {
+  if (!dx) return;
+  const int64_t n = x.numel();
+  const T* xs = x.data();
+  const T* ys = y.data();
+  const T* d = dy.data();
+  T* g = dx->data();
+  switch (kind_) {
+    case Activation::sigmoid:
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) g[i] = d[i] * ys[i] * (T(1) - ys[i]);
+      break;
+    case Activation::tanh:
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) g[i] = d[i] * (T(1) - ys[i] * ys[i]);
+      break;
+    case Activation::relu:
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) g[i] = xs[i] > T(0) ? d[i] : T(0);
+      break;
+  }
+}
+
+template class Elementwise<float>;
+template class Elementwise<double>;
+
+}  // namespace bnorm::nn

@@ -1,0 +1,208 @@
+#include "nn/conv2d.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <sstream>
+#include <stdexcept>
+
+#include "nn/blas.h"
+
+namespace bnorm::nn {
+
+namespace {
+
+struct ConvGeometry {
+  int64_t channels, height, width, kernel, stride, padding, out_height, out_width;
+  int64_t out_area() const { return out_height * out_width; }
+  int64_t rows() const { return channels * kernel * kernel; }
+};
+
+// col[(c*k + ki)*k + kj][oh*Wo + ow] = x[c][oh*s - p + ki][ow*s - p + kj], 0 outside.
+template <class T>
+void im2col(const ConvGeometry& g, const T* x, T* col) {
+  for (int64_t c = 0; c < g.channels; ++c) {
+    const T* plane = x + c * g.height * g.width;
+    for (int64_t ki = 0; ki < g.kernel; ++ki) {
+      for (int64_t kj = 0; kj < g.kernel; ++kj) {
+        T* row = col + ((c * g.kernel + ki) * g.kernel + kj) * g.out_area();
+        for (int64_t oh = 0; oh < g.out_height; ++oh) {
+          const int64_t ih = oh * g.stride - g.padding + ki;
+          T* out = row + oh * g.out_width;
+          if (ih < 0 || ih >= g.height) {
+            for (int64_t ow = 0; ow < g.out_width; ++ow) out[ow] = T(0);
+            continue;
+          }
+          const T* in = plane + ih * g.width;
+          if (g.stride == 1) {
+            // Valid ow range: 0 <= ow - p + kj < W.
+            const int64_t lo = std::max<int64_t>(0, g.padding - kj);
+            const int64_t hi = std::min<int64_t>(g.out_width, g.width + g.padding - kj);
+            for (int64_t ow = 0; ow < lo; ++ow) out[ow] = T(0);
+            const T* src = in - g.padding + kj;
+            for (int64_t ow = lo; ow < hi; ++ow) out[ow] = src[ow];
+            for (int64_t ow = std::max(lo, hi); ow < g.out_width; ++ow) out[ow] = T(0);
+          } else {
+            for (int64_t ow = 0; ow < g.out_width; ++ow) {
+              const int64_t iw = ow * g.stride - g.padding + kj;
+              out[ow] = (iw >= 0 && iw < g.width) ? in[iw] : T(0);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The adjoint of im2col: dx[c][ih][iw] = sum of the col entries that read it.
+template <class T>
+void col2im(const ConvGeometry& g, const T* col, T* dx) {
+  for (int64_t i = 0; i < g.channels * g.height * g.width; ++i) dx[i] = T(0);
+  for (int64_t c = 0; c < g.channels; ++c) {
+    T* plane = dx + c * g.height * g.width;
+    for (int64_t ki = 0; ki < g.kernel; ++ki) {
+      for (int64_t kj = 0; kj < g.kernel; ++kj) {
+        const T* row = col + ((c * g.kernel + ki) * g.kernel + kj) * g.out_area();
+        for (int64_t oh = 0; oh < g.out_height; ++oh) {
+          const int64_t ih = oh * g.stride - g.padding + ki;
+          if (ih < 0 || ih >= g.height) continue;
+          T* out = plane + ih * g.width;
+          const T* in = row + oh * g.out_width;
+          for (int64_t ow = 0; ow < g.out_width; ++ow) {
+            const int64_t iw = ow * g.stride - g.padding + kj;
+            if (iw >= 0 && iw < g.width) out[iw] += in[ow];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <class T>
+Conv2d<T>::Conv2d(const Conv2dOptions& options) : options_(options) {
+  if (options.in_channels < 1 || options.out_channels < 1)
+    throw std::invalid_argument("Conv2d: in_channels and out_channels must be at least 1");
+  if (options.kernel_size < 1) throw std::invalid_argument("Conv2d: kernel_size must be at least 1");
+  if (options.stride < 1) throw std::invalid_argument("Conv2d: stride must be at least 1");
+  if (options.padding < 0) throw std::invalid_argument("Conv2d: padding must be at least 0");
+  const auto weights = static_cast<size_t>(options.out_channels * fan_in());
+  weight_.assign(weights, T(0));
+  grad_weight_.assign(weights, T(0));
+  if (options.bias) {
+    bias_.assign(static_cast<size_t>(options.out_channels), T(0));
+    grad_bias_.assign(bias_.size(), T(0));
+  }
+}
+
+template <class T>
+std::string Conv2d<T>::describe() const {
+  std::ostringstream s;
+  s << "Conv2d(" << options_.in_channels << ", " << options_.out_channels
+    << ", kernel_size=" << options_.kernel_size;
+  if (options_.stride != 1) s << ", stride=" << options_.stride;
+  if (options_.padding != 0) s << ", padding=" << options_.padding;
+  if (!options_.bias) s << ", bias=False";
+  s << ")";
+  return s.str();
+}
+
+template <class T>
+Shape Conv2d<T>::output_shape(const Shape& in) const {
+  if (in.rank() != 4 || in[1] != options_.in_channels) {
+    std::ostringstream s;
+    s << describe() << ": expected input (N, " << options_.in_channels << ", H, W), got "
+      << in.str();
+    throw std::invalid_argument(s.str());
+  }
+  const int64_t k = options_.kernel_size, p = options_.padding, st = options_.stride;
+  if (in[2] + 2 * p < k || in[3] + 2 * p < k) {
+    std::ostringstream s;
+    s << describe() << ": input " << in.str() << " is smaller than the kernel";
+    throw std::invalid_argument(s.str());
+  }
+  return {in[0], options_.out_channels, (in[2] + 2 * p - k) / st + 1, (in[3] + 2 * p - k) / st + 1};
+}
+
+template <class T>
+void Conv2d<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
+  const Shape out = y.shape();
+  const ConvGeometry g{x.dim(1), x.dim(2), x.dim(3), options_.kernel_size,
+                       options_.stride, options_.padding, out[2], out[3]};
+  const int64_t n_images = x.dim(0), cout = options_.out_channels, area = g.out_area();
+  const int64_t krows = g.rows();
+  columns_.prepare(static_cast<size_t>(krows * area));
+  const T* w = weight_.data();
+  const T* b = bias_.empty() ? nullptr : bias_.data();
+#pragma omp parallel
+  {
+    T* col = columns_.get(omp_get_thread_num());
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < n_images; ++n) {
+      im2col(g, x.data() + n * g.channels * g.height * g.width, col);
+      T* yn = y.data() + n * cout * area;
+      gemm<T>(false, false, cout, area, krows, T(1), w, krows, col, area, T(0), yn, area);
+      if (b)
+        for (int64_t c = 0; c < cout; ++c)
+          for (int64_t i = 0; i < area; ++i) yn[c * area + i] += b[c];
+    }
+  }
+}
+
+template <class T>
+void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tensor<T>& dy,
+                         Tensor<T>* dx) {
+  const ConvGeometry g{x.dim(1), x.dim(2), x.dim(3), options_.kernel_size,
+                       options_.stride, options_.padding, dy.dim(2), dy.dim(3)};
+  const int64_t n_images = x.dim(0), cout = options_.out_channels, area = g.out_area();
+  const int64_t krows = g.rows();
+  columns_.prepare(static_cast<size_t>(krows * area));
+  if (dx) column_grads_.prepare(static_cast<size_t>(krows * area));
+  weight_partials_.prepare(weight_.size());
+  bias_partials_.prepare(static_cast<size_t>(cout));
+  const T* w = weight_.data();
+#pragma omp parallel
+  {
+    const int t = omp_get_thread_num();
+    T* col = columns_.get(t);
+    T* dw = weight_partials_.get(t);
+    T* db = bias_partials_.get(t);
+    for (size_t i = 0; i < weight_.size(); ++i) dw[i] = T(0);
+    for (int64_t c = 0; c < cout; ++c) db[c] = T(0);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < n_images; ++n) {
+      const T* xn = x.data() + n * g.channels * g.height * g.width;
+      const T* dyn = dy.data() + n * cout * area;
+      im2col(g, xn, col);
+      gemm<T>(false, true, cout, krows, area, T(1), dyn, area, col, area, T(1), dw, krows);
+      for (int64_t c = 0; c < cout; ++c) {
+        T s = T(0);
+        for (int64_t i = 0; i < area; ++i) s += dyn[c * area + i];
+        db[c] += s;
+      }
+      if (dx) {
+        T* dcol = column_grads_.get(t);
+        gemm<T>(true, false, krows, area, cout, T(1), w, krows, dyn, area, T(0), dcol, area);
+        col2im(g, dcol, dx->data() + n * g.channels * g.height * g.width);
+      }
+    }
+  }
+  weight_partials_.sum_into(grad_weight_.data(), grad_weight_.size());
+  if (!bias_.empty()) bias_partials_.sum_into(grad_bias_.data(), grad_bias_.size());
+}
+
+template <class T>
+void Conv2d<T>::collect_state(StateLists<T>& out, const std::string& prefix) {
+  const int64_t k = options_.kernel_size;
+  out.parameters.push_back({prefix + "weight",
+                            Shape{options_.out_channels, options_.in_channels, k, k}, weight_,
+                            grad_weight_});
+  if (!bias_.empty())
+    out.parameters.push_back({prefix + "bias", Shape{options_.out_channels}, bias_, grad_bias_});
+}
+
+template class Conv2d<float>;
+template class Conv2d<double>;
+
+}  // namespace bnorm::nn

@@ -1,0 +1,58 @@
+// 2-D convolution (cross-correlation, as in PyTorch) over NCHW tensors, by im2col and
+// one BLAS GEMM per image.
+//
+//   x: (N, Cin, H, W)   weight: (Cout, Cin, k, k)   bias: (Cout)   y: (N, Cout, Ho, Wo)
+//   Ho = (H + 2p - k) / s + 1,  Wo likewise
+//   y[n] = weight(Cout x K) * col(x[n]) (K x Ho*Wo) + bias,  K = Cin*k*k
+// Backward, per image:  dW += dy[n] * col^T,  db += row sums of dy[n],
+//   dx[n] = col2im(weight^T * dy[n]).
+// Images run in parallel (OpenMP, static schedule); each thread keeps its own col
+// buffer and its own dW/db partials, summed in thread order.
+#pragma once
+
+#include <vector>
+
+#include "nn/layer.h"
+#include "nn/thread_scratch.h"
+
+namespace bnorm::nn {
+
+struct Conv2dOptions {
+  int64_t in_channels = 1;
+  int64_t out_channels = 1;
+  int64_t kernel_size = 3;
+  int64_t stride = 1;
+  int64_t padding = 0;
+  bool bias = true;
+};
+
+template <class T>
+class Conv2d final : public Layer<T> {
+ public:
+  explicit Conv2d(const Conv2dOptions& options);
+
+  std::string describe() const override;
+  Shape output_shape(const Shape& input) const override;
+  void forward(const Tensor<T>& x, Tensor<T>& y) override;
+  void backward(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>& dy,
+                Tensor<T>* dx) override;
+  void collect_state(StateLists<T>& out, const std::string& prefix) override;
+
+  const Conv2dOptions& options() const { return options_; }
+  std::span<T> weight() { return weight_; }
+  std::span<T> bias() { return bias_; }  // empty without bias
+  int64_t fan_in() const { return options_.in_channels * kernel_area(); }
+  int64_t fan_out() const { return options_.out_channels * kernel_area(); }
+
+ private:
+  int64_t kernel_area() const { return options_.kernel_size * options_.kernel_size; }
+
+  Conv2dOptions options_;
+  std::vector<T> weight_, bias_, grad_weight_, grad_bias_;
+  ThreadScratch<T> columns_, column_grads_, weight_partials_, bias_partials_;
+};
+
+extern template class Conv2d<float>;
+extern template class Conv2d<double>;
+
+}  // namespace bnorm::nn

@@ -1,0 +1,148 @@
+#include "nn/pooling.h"
+
+#include <sstream>
+#include <stdexcept>
+
+namespace bnorm::nn {
+
+namespace {
+
+Shape pooled_shape(const std::string& who, const Shape& in, int64_t k, int64_t s) {
+  if (in.rank() != 4 || in[2] < k || in[3] < k) {
+    std::ostringstream m;
+    m << who << ": expected input (N, C, H, W) with H, W >= " << k << ", got " << in.str();
+    throw std::invalid_argument(m.str());
+  }
+  return {in[0], in[1], (in[2] - k) / s + 1, (in[3] - k) / s + 1};
+}
+
+void check_window(const char* who, int64_t kernel, int64_t stride) {
+  if (kernel < 1) throw std::invalid_argument(std::string(who) + ": kernel_size must be at least 1");
+  if (stride < 0) throw std::invalid_argument(std::string(who) + ": stride must be at least 1");
+}
+
+std::string window_text(const char* who, int64_t kernel, int64_t stride) {
+  std::ostringstream s;
+  s << who << "(kernel_size=" << kernel;
+  if (stride != kernel) s << ", stride=" << stride;
+  s << ")";
+  return s.str();
+}
+
+}  // namespace
+
+template <class T>
+AvgPool2d<T>::AvgPool2d(int64_t kernel_size, int64_t stride)
+    : kernel_(kernel_size), stride_(stride == 0 ? kernel_size : stride) {
+  check_window("AvgPool2d", kernel_size, stride);
+}
+
+template <class T>
+std::string AvgPool2d<T>::describe() const { return window_text("AvgPool2d", kernel_, stride_); }
+
+template <class T>
+Shape AvgPool2d<T>::output_shape(const Shape& in) const {
+  return pooled_shape(describe(), in, kernel_, stride_);
+}
+
+template <class T>
+void AvgPool2d<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ho = y.dim(2), wo = y.dim(3);
+  const T inv = T(1) / static_cast<T>(kernel_ * kernel_);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    const T* in = x.data() + p * h * w;
+    T* out = y.data() + p * ho * wo;
+    for (int64_t i = 0; i < ho; ++i)
+      for (int64_t j = 0; j < wo; ++j) {
+        T s = T(0);
+        for (int64_t a = 0; a < kernel_; ++a)
+          for (int64_t b = 0; b < kernel_; ++b) s += in[(i * stride_ + a) * w + j * stride_ + b];
+        out[i * wo + j] = s * inv;
+      }
+  }
+}
+
+template <class T>
+void AvgPool2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tensor<T>& dy,
+                            Tensor<T>* dx) {
+  if (!dx) return;
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ho = dy.dim(2), wo = dy.dim(3);
+  const T inv = T(1) / static_cast<T>(kernel_ * kernel_);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    T* g = dx->data() + p * h * w;
+    const T* d = dy.data() + p * ho * wo;
+    for (int64_t i = 0; i < h * w; ++i) g[i] = T(0);
+    for (int64_t i = 0; i < ho; ++i)
+      for (int64_t j = 0; j < wo; ++j) {
+        const T v = d[i * wo + j] * inv;
+        for (int64_t a = 0; a < kernel_; ++a)
+          for (int64_t b = 0; b < kernel_; ++b) g[(i * stride_ + a) * w + j * stride_ + b] += v;
+      }
+  }
+}
+
+template <class T>
+MaxPool2d<T>::MaxPool2d(int64_t kernel_size, int64_t stride)
+    : kernel_(kernel_size), stride_(stride == 0 ? kernel_size : stride) {
+  check_window("MaxPool2d", kernel_size, stride);
+}
+
+template <class T>
+std::string MaxPool2d<T>::describe() const { return window_text("MaxPool2d", kernel_, stride_); }
+
+template <class T>
+Shape MaxPool2d<T>::output_shape(const Shape& in) const {
+  return pooled_shape(describe(), in, kernel_, stride_);
+}
+
+template <class T>
+void MaxPool2d<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t ho = y.dim(2), wo = y.dim(3);
+  argmax_.resize(static_cast<size_t>(y.numel()));
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    const T* in = x.data() + p * h * w;
+    T* out = y.data() + p * ho * wo;
+    int32_t* arg = argmax_.data() + p * ho * wo;
+    for (int64_t i = 0; i < ho; ++i)
+      for (int64_t j = 0; j < wo; ++j) {
+        int64_t best = (i * stride_) * w + j * stride_;
+        for (int64_t a = 0; a < kernel_; ++a)
+          for (int64_t b = 0; b < kernel_; ++b) {
+            const int64_t at = (i * stride_ + a) * w + j * stride_ + b;
+            // NaN wins, like PyTorch, so it propagates instead of vanishing.
+            if (in[at] > in[best] || (in[at] != in[at] && in[best] == in[best])) best = at;
+          }
+        out[i * wo + j] = in[best];
+        arg[i * wo + j] = static_cast<int32_t>(best);
+      }
+  }
+}
+
+template <class T>
+void MaxPool2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tensor<T>& dy,
+                            Tensor<T>* dx) {
+  if (!dx) return;
+  const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
+  const int64_t area = dy.dim(2) * dy.dim(3);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < planes; ++p) {
+    T* g = dx->data() + p * h * w;
+    for (int64_t i = 0; i < h * w; ++i) g[i] = T(0);
+    const T* d = dy.data() + p * area;
+    const int32_t* arg = argmax_.data() + p * area;
+    for (int64_t i = 0; i < area; ++i) g[arg[i]] += d[i];
+  }
+}
+
+template class AvgPool2d<float>;
+template class AvgPool2d<double>;
+template class MaxPool2d<float>;
+template class MaxPool2d<double>;
+
+}  // namespace bnorm::nn

@@ -1,0 +1,87 @@
+#include "nn/sequential.h"
+
+#include <sstream>
+#include <stdexcept>
+
+namespace bnorm::nn {
+
+template <class T>
+Layer<T>& Sequential<T>::add(std::unique_ptr<Layer<T>> layer) {
+  layer->set_training(training_);
+  layers_.push_back(std::move(layer));
+  outputs_.emplace_back();
+  gradients_.emplace_back();
+  return *layers_.back();
+}
+
+template <class T>
+Shape Sequential<T>::output_shape(const Shape& input) const {
+  Shape s = input;
+  for (const auto& l : layers_) s = l->output_shape(s);
+  return s;
+}
+
+template <class T>
+const Tensor<T>& Sequential<T>::forward(const Tensor<T>& x) {
+  if (layers_.empty()) throw std::logic_error("Sequential::forward: the model has no layers");
+  input_ = &x;
+  const Tensor<T>* in = &x;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    outputs_[i].resize(layers_[i]->output_shape(in->shape()));
+    layers_[i]->forward(*in, outputs_[i]);
+    in = &outputs_[i];
+  }
+  return outputs_.back();
+}
+
+template <class T>
+void Sequential<T>::backward(const Tensor<T>& dy) {
+  if (!input_) throw std::logic_error("Sequential::backward: call forward first");
+  if (!(dy.shape() == outputs_.back().shape()))
+    throw std::invalid_argument("Sequential::backward: dy has shape " + dy.shape().str() +
+                                ", the output has " + outputs_.back().shape().str());
+  const Tensor<T>* grad_out = &dy;
+  for (size_t i = layers_.size(); i-- > 0;) {
+    const Tensor<T>& in = i == 0 ? *input_ : outputs_[i - 1];
+    Tensor<T>* grad_in = nullptr;
+    if (i > 0) {
+      gradients_[i].resize(in.shape());
+      grad_in = &gradients_[i];
+    }
+    layers_[i]->backward(in, outputs_[i], *grad_out, grad_in);
+    grad_out = grad_in;
+  }
+}
+
+template <class T>
+void Sequential<T>::set_training(bool training) {
+  training_ = training;
+  for (auto& l : layers_) l->set_training(training);
+}
+
+template <class T>
+StateLists<T> Sequential<T>::state() {
+  StateLists<T> out;
+  for (size_t i = 0; i < layers_.size(); ++i)
+    layers_[i]->collect_state(out, std::to_string(i) + ".");
+  return out;
+}
+
+template <class T>
+int64_t Sequential<T>::parameter_count() {
+  int64_t n = 0;
+  for (const auto& p : state().parameters) n += static_cast<int64_t>(p.value.size());
+  return n;
+}
+
+template <class T>
+std::string Sequential<T>::describe() const {
+  std::ostringstream s;
+  for (size_t i = 0; i < layers_.size(); ++i) s << "  (" << i << ") " << layers_[i]->describe() << "\n";
+  return s.str();
+}
+
+template class Sequential<float>;
+template class Sequential<double>;
+
+}  // namespace bnorm::nn

@@ -1,0 +1,63 @@
+// A model as a chain of layers. It owns every activation and every gradient tensor,
+// sized from the layers' output shapes on each batch and reused: after the first
+// batch of a given size, forward and backward allocate nothing.
+//
+//   forward:  a_0 = x,  a_{i+1} = layer_i(a_i); returns the last a
+//   backward: g_L = dL/da_L (given),  g_i = layer_i.backward(a_i, a_{i+1}, g_{i+1});
+//             the first layer gets no dx (the input needs no gradient)
+// State is named like PyTorch's nn.Sequential state_dict: "<index>.<field>".
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/layer.h"
+
+namespace bnorm::nn {
+
+template <class T>
+class Sequential {
+ public:
+  Sequential() = default;
+  Sequential(const Sequential&) = delete;
+  Sequential& operator=(const Sequential&) = delete;
+
+  Layer<T>& add(std::unique_ptr<Layer<T>> layer);
+  template <class L, class... Args>
+  L& emplace(Args&&... args) {
+    auto layer = std::make_unique<L>(std::forward<Args>(args)...);
+    L& ref = *layer;
+    add(std::move(layer));
+    return ref;
+  }
+
+  // x must stay alive and unchanged until backward has run.
+  const Tensor<T>& forward(const Tensor<T>& x);
+  // dy: the loss gradient with respect to the last forward's output.
+  void backward(const Tensor<T>& dy);
+
+  void set_training(bool training);
+  bool is_training() const { return training_; }
+
+  // Throws std::invalid_argument naming the first layer that rejects the shape.
+  Shape output_shape(const Shape& input) const;
+
+  StateLists<T> state();
+  int64_t parameter_count();
+  std::string describe() const;  // one layer per line
+  size_t size() const { return layers_.size(); }
+  Layer<T>& layer(size_t i) { return *layers_[i]; }
+
+ private:
+  std::vector<std::unique_ptr<Layer<T>>> layers_;
+  std::vector<Tensor<T>> outputs_;    // outputs_[i]: layer i's output
+  std::vector<Tensor<T>> gradients_;  // gradients_[i]: dL/d(layer i's input), i >= 1
+  const Tensor<T>* input_ = nullptr;
+  bool training_ = true;
+};
+
+extern template class Sequential<float>;
+extern template class Sequential<double>;
+
+}  // namespace bnorm::nn

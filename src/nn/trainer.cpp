@@ -1,0 +1,281 @@
+#include "nn/trainer.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+
+#include <bnorm/bnorm.hpp>
+
+#include "nn/loss.h"
+#include "nn/models.h"
+#include "nn/random.h"
+
+namespace bnorm::nn {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Random streams drawn from the seed (hash3's second argument).
+constexpr uint64_t kShuffleStream = 1;
+constexpr uint64_t kBenchShuffleStream = 2;
+
+void check_options(const TrainOptions& o) {
+  if (o.batch_size < 1) throw std::invalid_argument("batch_size: expected at least 1");
+}
+
+template <class T>
+CheckpointTensor tensor_of(const std::string& name, const Shape& shape, std::span<const T> values,
+                           DType dtype) {
+  CheckpointTensor t{name, dtype, {shape.sizes().begin(), shape.sizes().end()}, {}};
+  t.bytes.resize(values.size() * sizeof(T));
+  std::memcpy(t.bytes.data(), values.data(), t.bytes.size());  // x86-64: little-endian
+  return t;
+}
+
+std::string shape_text(const std::vector<int64_t>& sizes) {
+  return Shape::from(sizes).str();
+}
+
+template <class U>
+U parse_number(const Checkpoint& c, const std::string& key, const std::string& source) {
+  const std::string& text = c.get(key);
+  std::istringstream in(text);
+  U v{};
+  in >> v;
+  if (!in || !in.eof())
+    throw CheckpointError(source + ": metadata '" + key + "' is not a number: '" + text + "'");
+  return v;
+}
+
+std::string exact(double v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
+}
+
+}  // namespace
+
+Trainer::Trainer(const TrainOptions& options) : options_(options) {
+  check_options(options);
+  model_ = make_model<float>(options.model, options.seed);
+  optimizer_ = std::make_unique<Sgd<float>>(model_->state().parameters, options.sgd);
+}
+
+void Trainer::shuffled_order(int64_t count, uint64_t stream, std::vector<int64_t>& order) const {
+  order.resize(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) order[static_cast<size_t>(i)] = i;
+  Rng rng(stream);
+  for (int64_t i = count - 1; i > 0; --i)  // Fisher-Yates
+    std::swap(order[static_cast<size_t>(i)], order[rng.below(static_cast<uint64_t>(i + 1))]);
+}
+
+void Trainer::gather(const data::ImageDataset& data, const std::vector<int64_t>& order,
+                     int64_t begin, int64_t end) {
+  const int64_t n = end - begin, size = data.image_size();
+  batch_.resize({n, data.channels, data.rows, data.cols});
+  labels_.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t src = order.empty() ? begin + i : order[static_cast<size_t>(begin + i)];
+    std::memcpy(batch_.data() + i * size, data.images.data() + src * size,
+                static_cast<size_t>(size) * sizeof(float));
+    labels_[static_cast<size_t>(i)] = data.labels[static_cast<size_t>(src)];
+  }
+}
+
+double Trainer::step(int64_t* correct) {
+  const Tensor<float>& logits = model_->forward(batch_);
+  dlogits_.resize(logits.shape());
+  const LossTotals totals = softmax_cross_entropy(logits, labels_, &dlogits_);
+  model_->backward(dlogits_);
+  optimizer_->step();
+  if (correct) *correct += totals.correct;
+  return totals.loss_sum;
+}
+
+EpochResult Trainer::train_epoch(const data::ImageDataset& train, const data::ImageDataset* test,
+                                 const ProgressFn& progress) {
+  if (train.count < 1) throw std::invalid_argument("train: the training set is empty");
+  const auto t0 = Clock::now();
+  EpochResult r;
+  r.epoch = epochs_done_ + 1;
+  model_->set_training(true);
+  shuffled_order(train.count, hash3(options_.seed, kShuffleStream, static_cast<uint64_t>(r.epoch)),
+                 order_);
+  double loss_sum = 0;
+  int64_t correct = 0;
+  for (int64_t begin = 0; begin < train.count; begin += options_.batch_size) {
+    const int64_t end = std::min(train.count, begin + options_.batch_size);
+    gather(train, order_, begin, end);
+    loss_sum += step(&correct);
+    if (progress)
+      progress({r.epoch, end, train.count, loss_sum / static_cast<double>(end),
+                static_cast<double>(correct) / static_cast<double>(end), since(t0)});
+  }
+  r.train_seconds = since(t0);
+  r.train_loss = loss_sum / static_cast<double>(train.count);
+  r.train_acc = static_cast<double>(correct) / static_cast<double>(train.count);
+  r.examples_per_sec = static_cast<double>(train.count) / r.train_seconds;
+  epochs_done_ = r.epoch;
+  if (test) r.test = evaluate(*test);
+  r.seconds = since(t0);
+  return r;
+}
+
+double Trainer::train_steps(const data::ImageDataset& train, int64_t steps) {
+  if (train.count < options_.batch_size)
+    throw std::invalid_argument("bench: the training set is smaller than one batch");
+  model_->set_training(true);
+  const auto t0 = Clock::now();
+  int64_t examples = 0, begin = train.count;  // start with a fresh shuffle
+  for (int64_t s = 0; s < steps; ++s) {
+    if (begin + options_.batch_size > train.count) {
+      shuffled_order(train.count, hash3(options_.seed, kBenchShuffleStream,
+                                        static_cast<uint64_t>(bench_passes_++)), order_);
+      begin = 0;
+    }
+    gather(train, order_, begin, begin + options_.batch_size);
+    step(nullptr);
+    begin += options_.batch_size;
+    examples += options_.batch_size;
+  }
+  return static_cast<double>(examples) / since(t0);
+}
+
+Evaluation Trainer::evaluate(const data::ImageDataset& data) {
+  Evaluation e;
+  if (data.count < 1) return e;
+  const auto t0 = Clock::now();
+  const bool was_training = model_->is_training();
+  model_->set_training(false);
+  double loss_sum = 0;
+  int64_t correct = 0;
+  const std::vector<int64_t> in_order;
+  for (int64_t begin = 0; begin < data.count; begin += options_.batch_size) {
+    const int64_t end = std::min(data.count, begin + options_.batch_size);
+    gather(data, in_order, begin, end);
+    const LossTotals t = softmax_cross_entropy<float>(model_->forward(batch_), labels_, nullptr);
+    loss_sum += t.loss_sum;
+    correct += t.correct;
+  }
+  model_->set_training(was_training);
+  e.examples = data.count;
+  e.loss = loss_sum / static_cast<double>(data.count);
+  e.accuracy = static_cast<double>(correct) / static_cast<double>(data.count);
+  e.seconds = since(t0);
+  e.examples_per_sec = static_cast<double>(data.count) / e.seconds;
+  return e;
+}
+
+Checkpoint Trainer::to_checkpoint() {
+  Checkpoint c;
+  c.meta["format"] = "bnorm-trainer";
+  c.meta["bnorm_version"] = bnorm::version();
+  c.meta["model"] = options_.model;
+  c.meta["dtype"] = "float32";
+  c.meta["epoch"] = std::to_string(epochs_done_);
+  c.meta["seed"] = std::to_string(options_.seed);
+  c.meta["batch_size"] = std::to_string(options_.batch_size);
+  c.meta["lr"] = exact(options_.sgd.lr);
+  c.meta["momentum"] = exact(options_.sgd.momentum);
+  c.meta["weight_decay"] = exact(options_.sgd.weight_decay);
+  StateLists<float> s = model_->state();
+  for (const auto& p : s.parameters)
+    c.tensors.push_back(tensor_of<float>("model." + p.name, p.shape, p.value, DType::float32));
+  for (const auto& b : s.buffers)
+    c.tensors.push_back(tensor_of<float>("model." + b.name, b.shape, b.value, DType::float32));
+  for (const auto& k : s.counters) {
+    const int64_t v = k.get();
+    c.tensors.push_back(tensor_of<int64_t>("model." + k.name, Shape{}, std::span<const int64_t>(&v, 1),
+                                           DType::int64));
+  }
+  for (const auto& b : optimizer_->state())
+    c.tensors.push_back(tensor_of<float>("optimizer." + b.name, b.shape, b.value, DType::float32));
+  return c;
+}
+
+TrainOptions Trainer::options_from(const Checkpoint& c, const std::string& source) {
+  if (c.meta.count("format") == 0 || c.get("format") != "bnorm-trainer")
+    throw CheckpointError(source + ": not a training checkpoint (metadata 'format' is not bnorm-trainer)");
+  if (c.get("dtype") != "float32")
+    throw CheckpointError(source + ": dtype " + c.get("dtype") + " (this trainer is float32)");
+  TrainOptions o;
+  o.model = c.get("model");
+  o.seed = parse_number<uint64_t>(c, "seed", source);
+  o.batch_size = parse_number<int64_t>(c, "batch_size", source);
+  o.sgd.lr = parse_number<double>(c, "lr", source);
+  o.sgd.momentum = parse_number<double>(c, "momentum", source);
+  o.sgd.weight_decay = parse_number<double>(c, "weight_decay", source);
+  return o;
+}
+
+void Trainer::restore(const Checkpoint& c, const std::string& source) {
+  if (c.get("model") != options_.model)
+    throw CheckpointError(source + ": the checkpoint holds model '" + c.get("model") +
+                          "', not '" + options_.model + "'");
+  const int epoch = parse_number<int>(c, "epoch", source);
+  if (epoch < 0) throw CheckpointError(source + ": negative epoch");
+
+  // Every expected tensor, its destination, checked before anything is written.
+  struct Target {
+    std::string name;
+    DType dtype;
+    Shape shape;
+    void* data;
+    size_t bytes;
+    const Counter* counter;
+  };
+  StateLists<float> s = model_->state();
+  std::vector<Buffer<float>> opt = optimizer_->state();
+  std::vector<Target> targets;
+  for (const auto& p : s.parameters)
+    targets.push_back({"model." + p.name, DType::float32, p.shape, p.value.data(), p.value.size_bytes(), nullptr});
+  for (const auto& b : s.buffers)
+    targets.push_back({"model." + b.name, DType::float32, b.shape, b.value.data(), b.value.size_bytes(), nullptr});
+  for (const auto& k : s.counters)
+    targets.push_back({"model." + k.name, DType::int64, Shape{}, nullptr, 8, &k});
+  for (const auto& b : opt)
+    targets.push_back({"optimizer." + b.name, DType::float32, b.shape, b.value.data(), b.value.size_bytes(), nullptr});
+
+  for (const auto& t : targets) {
+    const CheckpointTensor* found = c.find(t.name);
+    if (!found) throw CheckpointError(source + ": missing tensor " + t.name);
+    const std::vector<int64_t> want(t.shape.sizes().begin(), t.shape.sizes().end());
+    if (found->dtype != t.dtype || found->sizes != want)
+      throw CheckpointError(source + ": tensor " + t.name + " is " + dtype_name(found->dtype) + " " +
+                            shape_text(found->sizes) + ", the model expects " +
+                            dtype_name(t.dtype) + " " + t.shape.str());
+  }
+  for (const auto& ct : c.tensors) {
+    const bool known = std::any_of(targets.begin(), targets.end(),
+                                   [&](const Target& t) { return t.name == ct.name; });
+    if (!known) throw CheckpointError(source + ": unexpected tensor " + ct.name + " for model " + options_.model);
+  }
+  for (const auto& t : targets) {
+    const CheckpointTensor* found = c.find(t.name);
+    if (t.counter) {
+      int64_t v = 0;
+      std::memcpy(&v, found->bytes.data(), 8);
+      if (v < 0) throw CheckpointError(source + ": counter " + t.name + " is negative");
+    }
+  }
+  for (const auto& t : targets) {
+    const CheckpointTensor* found = c.find(t.name);
+    if (t.counter) {
+      int64_t v = 0;
+      std::memcpy(&v, found->bytes.data(), 8);
+      t.counter->set(v);
+    } else {
+      std::memcpy(t.data, found->bytes.data(), t.bytes);
+    }
+  }
+  epochs_done_ = epoch;
+}
+
+}  // namespace bnorm::nn

@@ -1,0 +1,107 @@
+// Training and evaluation of a named model on an image dataset, epoch by epoch, as
+// the seed's experiment does it (d2l's train_ch6): SGD on shuffled mini-batches
+// (the last one smaller when the batch size does not divide the set), mean softmax
+// cross-entropy, training accuracy counted on the fly in training mode, test
+// accuracy in eval mode after each epoch.
+//
+// Determinism: the model comes from (model, seed), the shuffle of epoch e from
+// hash(seed, e), dropout masks from (seed, counter): the same options and thread
+// count give the same numbers run after run, and a run resumed from the checkpoint
+// of epoch k continues exactly as the unbroken run.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "nn/checkpoint.h"
+#include "nn/sequential.h"
+#include "nn/sgd.h"
+
+namespace bnorm::nn {
+
+struct TrainOptions {
+  std::string model = "lenet-bn";
+  int64_t batch_size = 256;
+  SgdOptions sgd{1.0, 0.0, 0.0};
+  uint64_t seed = 0;
+};
+
+struct Evaluation {
+  double loss = 0;       // mean cross-entropy
+  double accuracy = 0;
+  int64_t examples = 0;
+  double seconds = 0;
+  double examples_per_sec = 0;
+};
+
+struct EpochResult {
+  int epoch = 0;                  // 1-based
+  double train_loss = 0;          // mean over the epoch's examples
+  double train_acc = 0;
+  double train_seconds = 0;
+  double examples_per_sec = 0;    // training examples / training seconds
+  Evaluation test;                // empty (examples 0) without a test set
+  double seconds = 0;             // the whole epoch, evaluation included
+};
+
+struct BatchProgress {
+  int epoch;
+  int64_t done, total;  // examples
+  double loss, accuracy;  // running means over the epoch so far
+  double seconds;         // since the epoch started
+};
+using ProgressFn = std::function<void(const BatchProgress&)>;
+
+class Trainer {
+ public:
+  explicit Trainer(const TrainOptions& options);
+
+  // Trains one more epoch (epochs_done() + 1) over `train`, then evaluates `test`
+  // when it is not null.
+  EpochResult train_epoch(const data::ImageDataset& train, const data::ImageDataset* test,
+                          const ProgressFn& progress = {});
+  // Runs `steps` training steps on shuffled batches (the benchmark's unit of work);
+  // returns examples per second. Changes the model like training does.
+  double train_steps(const data::ImageDataset& train, int64_t steps);
+  Evaluation evaluate(const data::ImageDataset& data);
+
+  int epochs_done() const { return epochs_done_; }
+  const TrainOptions& options() const { return options_; }
+  Sequential<float>& model() { return *model_; }
+  Sgd<float>& optimizer() { return *optimizer_; }
+
+  // Model parameters, buffers and counters, the optimizer's momentum, and
+  // metadata: format, model, dtype, epoch, seed, batch size, lr, momentum,
+  // weight decay.
+  Checkpoint to_checkpoint();
+  void save(const std::string& path) { write_checkpoint(path, to_checkpoint()); }
+  // Restores everything from a checkpoint of the same model; checks every name,
+  // dtype and shape before changing anything (CheckpointError otherwise).
+  void restore(const Checkpoint& checkpoint, const std::string& source);
+
+  // The options stored in a checkpoint (model, seed, batch size, SGD settings).
+  static TrainOptions options_from(const Checkpoint& checkpoint, const std::string& source);
+
+ private:
+  // One SGD step on the examples order[begin, end): returns the batch's loss totals.
+  void gather(const data::ImageDataset& data, const std::vector<int64_t>& order, int64_t begin,
+              int64_t end);
+  double step(int64_t* correct);
+  void shuffled_order(int64_t count, uint64_t stream, std::vector<int64_t>& order) const;
+
+  TrainOptions options_;
+  std::unique_ptr<Sequential<float>> model_;
+  std::unique_ptr<Sgd<float>> optimizer_;
+  int epochs_done_ = 0;
+  int64_t bench_passes_ = 0;
+  Tensor<float> batch_, dlogits_;
+  std::vector<int32_t> labels_;
+  std::vector<int64_t> order_;
+};
+
+}  // namespace bnorm::nn
