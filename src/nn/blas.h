@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace bnorm::nn {
 
@@ -16,5 +17,8 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, T
 // batch norm library. Returns the count now in effect.
 int set_engine_threads(int threads);
 int engine_threads();
+
+// The BLAS in use: OpenBLAS's build configuration and the kernel family it runs.
+std::string blas_description();
 
 }  // namespace bnorm::nn
