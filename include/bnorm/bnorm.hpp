@@ -77,28 +77,28 @@ struct RunningStatsUpdate {
 // updated, output not computed). Per-channel spans hold C values. ----------------
 
 template <class T>
-void batch_norm_forward_training(TensorView<const T> x, TensorView<T> y, std::span<const T> weight,
+void batch_norm_forward_training(const TensorView<const T>& x, const TensorView<T>& y, std::span<const T> weight,
                                  std::span<const T> bias, double eps,
                                  const RunningStatsUpdate& update, std::span<T> running_mean,
                                  std::span<T> running_var, std::span<T> save_mean,
                                  std::span<T> save_invstd);
 
 template <class T>
-void batch_norm_forward_inference(TensorView<const T> x, TensorView<T> y,
+void batch_norm_forward_inference(const TensorView<const T>& x, const TensorView<T>& y,
                                   std::span<const T> weight, std::span<const T> bias,
                                   std::span<const T> running_mean,
                                   std::span<const T> running_var, double eps);
 
 // dx.data == nullptr: dx not computed.
 template <class T>
-void batch_norm_backward(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dx,
+void batch_norm_backward(const TensorView<const T>& x, const TensorView<const T>& dy, const TensorView<T>& dx,
                          std::span<const T> weight, std::span<const T> save_mean,
                          std::span<const T> save_invstd, std::span<T> dweight,
                          std::span<T> dbias);
 
 template <class T>
-void batch_norm_backward_inference(TensorView<const T> x, TensorView<const T> dy,
-                                   TensorView<T> dx, std::span<const T> weight,
+void batch_norm_backward_inference(const TensorView<const T>& x, const TensorView<const T>& dy,
+                                   const TensorView<T>& dx, std::span<const T> weight,
                                    std::span<const T> running_mean,
                                    std::span<const T> running_var, double eps,
                                    std::span<T> dweight, std::span<T> dbias);
@@ -121,12 +121,12 @@ class BatchNorm {
   // y = BN(x); y.data may equal x.data. Training mode (or no running statistics):
   // batch statistics, running statistics updated in training mode, statistics saved
   // for backward. Eval mode: running statistics.
-  void forward(TensorView<const T> x, TensorView<T> y);
+  void forward(const TensorView<const T>& x, const TensorView<T>& y);
 
   // Gradient of the last forward, whose input was x (same sizes and layout; it must not
   // have changed since). dx.data may be nullptr (not computed) or equal dy.data.
   // Fills grad_weight() and grad_bias() when affine.
-  void backward(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dx);
+  void backward(const TensorView<const T>& x, const TensorView<const T>& dy, const TensorView<T>& dx);
 
   void train(bool mode = true) { training_ = mode; }
   void eval() { training_ = false; }

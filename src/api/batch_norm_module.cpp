@@ -66,15 +66,16 @@ void BatchNorm<T>::set_num_batches_tracked(int64_t count) {
 }
 
 template <class T>
-void BatchNorm<T>::forward(TensorView<const T> x, TensorView<T> y) {
+void BatchNorm<T>::forward(const TensorView<const T>& x, const TensorView<T>& y) {
   if (x.sizes.size() >= 2 && x.sizes[1] != num_features_)
     throw Error(BNORM_ERROR_SHAPE_MISMATCH,
                 "BatchNorm::forward: x has " + std::to_string(x.sizes[1]) +
                     " channels (dim 1), expected num_features = " + std::to_string(num_features_));
   const bool batch_statistics = training_ || !options_.track_running_stats;
-  // Copied before anything is written: a failing allocation here changes nothing.
-  std::vector<int64_t> sizes =
-      api::allocation_failures_as_errors("BatchNorm::forward", [&] { return x.sizes; });
+  // Room for the sizes is made before anything is written (a failing allocation here
+  // changes nothing), and only grows: a steady training loop allocates nothing.
+  api::allocation_failures_as_errors("BatchNorm::forward",
+                                     [&] { saved_sizes_.reserve(x.sizes.size()); });
   if (batch_statistics) {
     const bool update = training_ && options_.track_running_stats;
     // Without an update the momentum is unused (and the cumulative average has no count).
@@ -89,12 +90,12 @@ void BatchNorm<T>::forward(TensorView<const T> x, TensorView<T> y) {
                                     options_.eps);
   }
   saved_ = batch_statistics ? Saved::batch_statistics : Saved::running_statistics;
-  saved_sizes_.swap(sizes);
+  saved_sizes_.assign(x.sizes.begin(), x.sizes.end());
   saved_layout_ = x.layout;
 }
 
 template <class T>
-void BatchNorm<T>::backward(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dx) {
+void BatchNorm<T>::backward(const TensorView<const T>& x, const TensorView<const T>& dy, const TensorView<T>& dx) {
   if (saved_ == Saved::nothing)
     throw Error(BNORM_ERROR_INVALID_STATE, "BatchNorm::backward: called before any forward");
   if (x.sizes != saved_sizes_ || x.layout != saved_layout_)

@@ -48,7 +48,7 @@ norm::Problem problem_of(const char* op, const TensorView<const T>& x) {
 }  // namespace
 
 template <class T>
-void batch_norm_forward_training(TensorView<const T> x, TensorView<T> y, std::span<const T> weight,
+void batch_norm_forward_training(const TensorView<const T>& x, const TensorView<T>& y, std::span<const T> weight,
                                  std::span<const T> bias, double eps,
                                  const RunningStatsUpdate& update, std::span<T> running_mean,
                                  std::span<T> running_var, std::span<T> save_mean,
@@ -79,7 +79,7 @@ void batch_norm_forward_training(TensorView<const T> x, TensorView<T> y, std::sp
 }
 
 template <class T>
-void batch_norm_forward_inference(TensorView<const T> x, TensorView<T> y,
+void batch_norm_forward_inference(const TensorView<const T>& x, const TensorView<T>& y,
                                   std::span<const T> weight, std::span<const T> bias,
                                   std::span<const T> running_mean,
                                   std::span<const T> running_var, double eps) {
@@ -95,7 +95,7 @@ void batch_norm_forward_inference(TensorView<const T> x, TensorView<T> y,
 }
 
 template <class T>
-void batch_norm_backward(TensorView<const T> x, TensorView<const T> dy, TensorView<T> dx,
+void batch_norm_backward(const TensorView<const T>& x, const TensorView<const T>& dy, const TensorView<T>& dx,
                          std::span<const T> weight, std::span<const T> save_mean,
                          std::span<const T> save_invstd, std::span<T> dweight,
                          std::span<T> dbias) {
@@ -112,8 +112,8 @@ void batch_norm_backward(TensorView<const T> x, TensorView<const T> dy, TensorVi
 }
 
 template <class T>
-void batch_norm_backward_inference(TensorView<const T> x, TensorView<const T> dy,
-                                   TensorView<T> dx, std::span<const T> weight,
+void batch_norm_backward_inference(const TensorView<const T>& x, const TensorView<const T>& dy,
+                                   const TensorView<T>& dx, std::span<const T> weight,
                                    std::span<const T> running_mean,
                                    std::span<const T> running_var, double eps,
                                    std::span<T> dweight, std::span<T> dbias) {
@@ -131,20 +131,22 @@ void batch_norm_backward_inference(TensorView<const T> x, TensorView<const T> dy
   });
 }
 
-#define BNORM_INSTANTIATE(T)                                                                   \
-  template void batch_norm_forward_training<T>(                                                \
-      TensorView<const T>, TensorView<T>, std::span<const T>, std::span<const T>, double,      \
-      const RunningStatsUpdate&, std::span<T>, std::span<T>, std::span<T>, std::span<T>);     \
-  template void batch_norm_forward_inference<T>(TensorView<const T>, TensorView<T>,           \
-                                                std::span<const T>, std::span<const T>,       \
-                                                std::span<const T>, std::span<const T>,       \
-                                                double);                                       \
-  template void batch_norm_backward<T>(TensorView<const T>, TensorView<const T>,              \
-                                       TensorView<T>, std::span<const T>, std::span<const T>, \
-                                       std::span<const T>, std::span<T>, std::span<T>);       \
-  template void batch_norm_backward_inference<T>(                                              \
-      TensorView<const T>, TensorView<const T>, TensorView<T>, std::span<const T>,            \
-      std::span<const T>, std::span<const T>, double, std::span<T>, std::span<T>);
+#define BNORM_INSTANTIATE(T)                                                                  \
+  template void batch_norm_forward_training<T>(                                               \
+      const TensorView<const T>&, const TensorView<T>&, std::span<const T>, std::span<const T>, \
+      double, const RunningStatsUpdate&, std::span<T>, std::span<T>, std::span<T>,             \
+      std::span<T>);                                                                          \
+  template void batch_norm_forward_inference<T>(                                              \
+      const TensorView<const T>&, const TensorView<T>&, std::span<const T>, std::span<const T>, \
+      std::span<const T>, std::span<const T>, double);                                        \
+  template void batch_norm_backward<T>(const TensorView<const T>&, const TensorView<const T>&, \
+                                       const TensorView<T>&, std::span<const T>,              \
+                                       std::span<const T>, std::span<const T>, std::span<T>,  \
+                                       std::span<T>);                                         \
+  template void batch_norm_backward_inference<T>(                                             \
+      const TensorView<const T>&, const TensorView<const T>&, const TensorView<T>&,           \
+      std::span<const T>, std::span<const T>, std::span<const T>, double, std::span<T>,       \
+      std::span<T>);
 BNORM_INSTANTIATE(float)
 BNORM_INSTANTIATE(double)
 #undef BNORM_INSTANTIATE

@@ -1,6 +1,9 @@
 #include "nn/activations.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "nn/vector_math.h"
 
 namespace bnorm::nn {
 
@@ -20,10 +23,15 @@ void Elementwise<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
   const T* in = x.data();
   T* out = y.data();
   switch (kind_) {
-    case Activation::sigmoid:
+    case Activation::sigmoid: {
+      // Pieces of a fixed size, so each thread runs the vectorized loop on long runs.
+      constexpr int64_t kPiece = 4096;
+      const int64_t pieces = (n + kPiece - 1) / kPiece;
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) out[i] = T(1) / (T(1) + std::exp(-in[i]));
+      for (int64_t p = 0; p < pieces; ++p)
+        sigmoid_forward(in + p * kPiece, out + p * kPiece, std::min(kPiece, n - p * kPiece));
       break;
+    }
     case Activation::tanh:
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < n; ++i) out[i] = std::tanh(in[i]);

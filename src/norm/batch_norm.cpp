@@ -5,6 +5,7 @@
 #include <new>
 #include <sstream>
 #include <string>
+#include <algorithm>
 #include <vector>
 
 #include "kernels/batch_norm_kernels.h"
@@ -93,19 +94,35 @@ double value_or(const T* values, int64_t ch, double fallback) {
   return values ? static_cast<double>(values[ch]) : fallback;
 }
 
-// Per-channel coefficient arrays, allocated before anything is written (so that an
-// allocation failure, too, leaves every output untouched). A channel count too large to
-// allocate (c * arrays overflowing included) is std::bad_alloc: BNORM_ERROR_OUT_OF_MEMORY.
+// Per-call scratch, per thread, that only grows: after the first call of a given
+// channel count the front-end allocates nothing (a training loop counts on that). It
+// is sized before anything is written, so an allocation failure, too, leaves every
+// output untouched. Tag keeps arrays of the same element type apart.
+template <class Tag, class U>
+U* scratch(size_t count) {
+  thread_local std::vector<U> buffer;
+  if (buffer.size() < count) buffer.resize(count);
+  std::fill_n(buffer.data(), count, U{});
+  return buffer.data();
+}
+
+// Per-channel coefficient arrays. A channel count too large to allocate (c * arrays
+// overflowing included) is std::bad_alloc: BNORM_ERROR_OUT_OF_MEMORY.
 template <class T>
 struct Coefficients {
-  std::vector<T> storage;
-  explicit Coefficients(int64_t c, int arrays) : storage(checked_count(c, arrays)) {}
+  struct Tag {};
+  T* storage;
+  explicit Coefficients(int64_t c, int arrays) : storage(scratch<Tag, T>(checked_count(c, arrays))) {}
   static size_t checked_count(int64_t c, int arrays) {
     if (c > std::numeric_limits<int64_t>::max() / 64 / arrays) throw std::bad_alloc();
     return static_cast<size_t>(c * arrays);
   }
-  T* array(int64_t c, int index) { return storage.data() + c * index; }
+  T* array(int64_t c, int index) { return storage + c * index; }
 };
+
+struct MomentsTag {};
+struct SumsTag {};
+struct InvstdTag {};
 
 }  // namespace
 
@@ -140,8 +157,8 @@ void forward_training(const char* op, const Problem& p, const T* x, T* y, const 
   const double factor = check_update(op, update);
 
   Coefficients<T> coeff(g.c, 4);
-  std::vector<Moments> moments(static_cast<size_t>(g.c));
-  kernels::batch_norm_moments(g, x, moments.data(), num_threads());
+  Moments* moments = scratch<MomentsTag, Moments>(static_cast<size_t>(g.c));
+  kernels::batch_norm_moments(g, x, moments, num_threads());
 
   // y = ((x - mean_hi) - mean_lo) * (weight * invstd) + bias, mean = mean_hi + mean_lo.
   T* hi = coeff.array(g.c, 0);
@@ -215,8 +232,8 @@ void backward(const char* op, const Problem& p, const T* x, const T* dy, T* dx,
   if (!dx && !dweight && !dbias) return;
 
   Coefficients<T> coeff(g.c, 4);
-  std::vector<BackwardSums> sums(static_cast<size_t>(g.c));
-  kernels::batch_norm_backward_sums(g, x, dy, save_mean, sums.data(), num_threads());
+  BackwardSums* sums = scratch<SumsTag, BackwardSums>(static_cast<size_t>(g.c));
+  kernels::batch_norm_backward_sums(g, x, dy, save_mean, sums, num_threads());
 
   // With xc = x - save_mean and the exact batch mean = save_mean + delta,
   // delta = sum(xc) / m (save_mean is the mean rounded to T: it loses digits when
@@ -265,21 +282,21 @@ void backward_inference(const char* op, const Problem& p, const T* x, const T* d
   Coefficients<T> coeff(g.c, 2);
   T* zero = coeff.array(g.c, 0);
   T* k = coeff.array(g.c, 1);
-  std::vector<double> invstd(static_cast<size_t>(g.c));
+  double* invstd = scratch<InvstdTag, double>(static_cast<size_t>(g.c));
   for (int64_t ch = 0; ch < g.c; ++ch) {
     invstd[ch] = 1.0 / std::sqrt(static_cast<double>(running_var[ch]) + eps);
     zero[ch] = 0;
     k[ch] = static_cast<T>(value_or(weight, ch, 1.0) * invstd[ch]);
   }
-  std::vector<BackwardSums> sums;
+  BackwardSums* sums = nullptr;
   if (dweight || dbias) {
-    sums.resize(static_cast<size_t>(g.c));
-    kernels::batch_norm_backward_sums(g, x, dy, running_mean, sums.data(), num_threads());
+    sums = scratch<SumsTag, BackwardSums>(static_cast<size_t>(g.c));
+    kernels::batch_norm_backward_sums(g, x, dy, running_mean, sums, num_threads());
   }
   if (dx)
     kernels::batch_norm_apply(g, dy, dx, kernels::ChannelAffine<T>{zero, zero, k, zero},
                               num_threads());
-  for (int64_t ch = 0; ch < g.c && !sums.empty(); ++ch) {
+  for (int64_t ch = 0; ch < g.c && sums; ++ch) {
     if (dweight) dweight[ch] = static_cast<T>(sums[ch].dy_xc_sum * invstd[ch]);
     if (dbias) dbias[ch] = static_cast<T>(sums[ch].dy_sum);
   }
