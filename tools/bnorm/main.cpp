@@ -7,9 +7,11 @@
 #include <exception>
 
 #include "cli_common.h"
+#include "openmp_environment.h"
 #include "progress_bar.h"
 
 int main(int argc, char** argv) {
+  bnorm::cli::ensure_openmp_wait_policy(argv);
   CLI::App app{"bnorm: batch normalization, and the seed's LeNet experiment on Fashion-MNIST"};
   app.set_version_flag("--version", std::string("bnorm ") + bnorm::version());
   app.require_subcommand(1);
@@ -17,6 +19,19 @@ int main(int argc, char** argv) {
   bnorm::cli::add_evaluate_command(app);
   bnorm::cli::add_bench_command(app);
   bnorm::cli::add_models_command(app);
+  // CLI11 would report an unknown first word as "A subcommand is required".
+  const auto known = [&](const char* name) {
+    for (const CLI::App* sub : app.get_subcommands({}))
+      if (sub->get_name() == name) return true;
+    return false;
+  };
+  if (argc > 1 && argv[1][0] != '-' && !known(argv[1])) {
+    std::fprintf(stderr,
+                 "bnorm: error: unknown subcommand '%s' (expected train, evaluate, bench or "
+                 "models; see bnorm --help)\n",
+                 argv[1]);
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,193 @@
+"""The `bnorm` command line: help, argument errors, data errors, and short
+end-to-end runs (train, metrics, checkpoint, evaluate, resume).
+
+The runs use a few hundred Fashion-MNIST examples (Debian's dataset-fashion-mnist,
+installed by scripts/install-deps), so the whole file takes seconds.
+"""
+import gzip
+import json
+import os
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BNORM = os.environ.get("BNORM_CLI", os.path.join(ROOT, "build", "bnorm"))
+FASHION = "/usr/share/datasets/fashion-mnist"
+TIMING_KEYS = {"examples_per_sec", "test_examples_per_sec", "train_seconds", "seconds"}
+
+pytestmark = pytest.mark.skipif(not os.path.exists(BNORM), reason="build/bnorm not built")
+needs_data = pytest.mark.skipif(
+    not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")),
+    reason="dataset-fashion-mnist not installed")
+
+SMALL = ["--train-examples", "512", "--test-examples", "256", "--batch-size", "64",
+         "--threads", "2", "--no-progress"]
+
+
+def run(*args):
+    return subprocess.run([BNORM, *args], capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(result, status):
+    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("bnorm: error: "), lines[0]
+    return lines[0]
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+@pytest.mark.parametrize("sub", [[], ["train"], ["evaluate"], ["bench"], ["models"]])
+def test_help(sub):
+    r = run(*sub, "--help")
+    assert r.returncode == 0
+    assert "Usage" in r.stdout or "Options" in r.stdout
+
+
+def test_models_lists_every_model():
+    r = run("models")
+    assert r.returncode == 0
+    for name in ["lenet", "lenet-bn", "mlp", "mlp-bn", "vgg", "vgg-bn"]:
+        assert f"\n{name} (" in "\n" + r.stdout
+    assert "lenet-bn (44878 parameters" in r.stdout  # d2l's LeNet with BN
+
+
+@pytest.mark.parametrize("args, needle", [
+    ([], "subcommand"),
+    (["fly"], "fly"),
+    (["train", "--model", "resnet"], "resnet"),
+    (["train", "--epochs", "0"], "epochs"),
+    (["train", "--lr", "-1"], "lr"),
+    (["train", "--lr", "abc"], "lr"),
+    (["train", "--batch-size", "0"], "batch-size"),
+    (["train", "--momentum", "1.5"], "momentum"),
+    (["train", "--threads", "-2"], "threads"),
+    (["train", "--resume", "/no/such/file.ckpt"], "resume"),
+    (["train", "--frobnicate"], "frobnicate"),
+    (["evaluate"], "checkpoint"),
+    (["bench", "--steps", "0"], "steps"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, needle):
+    line = one_line_error(run(*args), 2)
+    assert needle in line
+
+
+def test_missing_data_directory_names_the_file(tmp_path):
+    line = one_line_error(run("train", "--data", str(tmp_path / "nowhere"), *SMALL), 1)
+    assert "nowhere" in line
+
+
+def write_idx(path, array):
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def small_dataset(directory, labels_train):
+    rng = np.random.default_rng(0)
+    n = len(labels_train)
+    write_idx(directory / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+    write_idx(directory / "train-labels-idx1-ubyte.gz", np.array(labels_train))
+    write_idx(directory / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (16, 28, 28)))
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.arange(16) % 10)
+
+
+def test_corrupt_labels_name_the_file(tmp_path):
+    small_dataset(tmp_path, [1, 2, 3, 12, 4, 5, 6, 7])
+    line = one_line_error(run("train", "--data", str(tmp_path), "--no-progress"), 1)
+    assert "train-labels-idx1-ubyte.gz" in line and "12" in line
+
+
+def test_a_tiny_data_set_in_another_directory_trains(tmp_path):
+    small_dataset(tmp_path, list(np.arange(64) % 10))
+    r = run("train", "--data", str(tmp_path), "--epochs", "1", "--batch-size", "16",
+            "--threads", "1", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "64 train / 16 test examples" in r.stdout
+
+
+@needs_data
+def test_train_metrics_checkpoint_evaluate(tmp_path):
+    metrics, ckpt = tmp_path / "m.jsonl", tmp_path / "c.ckpt"
+    r = run("train", "--model", "lenet-bn", "--epochs", "2", *SMALL,
+            "--metrics", str(metrics), "--checkpoint", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert "epoch  1/2" in r.stdout and "epoch  2/2" in r.stdout
+    assert "examples/sec" in r.stdout
+    assert r.stderr == ""  # no progress bar off a terminal
+    rows = read_metrics(metrics)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for key in ["epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds"]:
+        assert key in rows[0]
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]
+    assert 0 <= rows[1]["test_acc"] <= 1 and rows[1]["examples_per_sec"] > 0
+
+    e = run("evaluate", "--checkpoint", str(ckpt), "--test-examples", "256", "--threads", "2")
+    assert e.returncode == 0, e.stderr
+    assert f"test acc {rows[1]['test_acc']:.4f}" in e.stdout
+    assert "after 2 epochs" in e.stdout and "examples/sec" in e.stdout
+
+
+@needs_data
+def test_same_seed_same_metrics(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for path in (a, b):
+        assert run("train", "--epochs", "1", *SMALL, "--metrics", str(path)).returncode == 0
+    assert without_timing(read_metrics(a)) == without_timing(read_metrics(b))
+
+
+@needs_data
+def test_resume_continues_exactly(tmp_path):
+    straight, split, ckpt = tmp_path / "s.jsonl", tmp_path / "p.jsonl", tmp_path / "c.ckpt"
+    assert run("train", "--epochs", "3", *SMALL, "--momentum", "0.9",
+               "--metrics", str(straight)).returncode == 0
+    first = run("train", "--epochs", "1", *SMALL, "--momentum", "0.9",
+                "--metrics", str(split), "--checkpoint", str(ckpt))
+    assert first.returncode == 0, first.stderr
+    second = run("train", "--epochs", "3", *SMALL, "--resume", str(ckpt),
+                 "--metrics", str(split), "--checkpoint", str(ckpt))
+    assert second.returncode == 0, second.stderr
+    assert "resumed after epoch 1" in second.stdout
+    assert without_timing(read_metrics(split)) == without_timing(read_metrics(straight))
+
+    done = run("train", "--epochs", "3", *SMALL, "--resume", str(ckpt))
+    assert "already trained 3 epochs" in one_line_error(done, 2)
+    other = run("train", "--model", "mlp", "--epochs", "5", *SMALL, "--resume", str(ckpt))
+    assert "does not match" in one_line_error(other, 2)
+
+
+@needs_data
+def test_damaged_checkpoint_is_a_clear_error(tmp_path):
+    ckpt = tmp_path / "c.ckpt"
+    assert run("train", "--epochs", "1", *SMALL, "--checkpoint", str(ckpt)).returncode == 0
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    line = one_line_error(run("evaluate", "--checkpoint", str(ckpt)), 1)
+    assert "checksum mismatch" in line and str(ckpt) in line
+    not_a_checkpoint = tmp_path / "x.ckpt"
+    not_a_checkpoint.write_text("hello")
+    assert "not a bnorm checkpoint" in one_line_error(
+        run("evaluate", "--checkpoint", str(not_a_checkpoint)), 1)
+
+
+@needs_data
+def test_bench_prints_one_json_object():
+    r = run("bench", "--model", "lenet-bn", "--steps", "2", "--warmup", "1", "--threads", "1",
+            "--batch-size", "64", "--train-examples", "256", "--test-examples", "128")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["model"] == "lenet-bn" and out["threads"] == 1 and out["batch_size"] == 64
+    assert out["train_examples_per_sec"] > 0 and out["inference_examples_per_sec"] > 0
