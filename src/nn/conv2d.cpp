@@ -161,6 +161,8 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
   if (dx) column_grads_.prepare(static_cast<size_t>(krows * area));
   weight_partials_.prepare(weight_.size());
   bias_partials_.prepare(static_cast<size_t>(cout));
+  weight_partials_.zero_all();  // every slot: the team may be smaller than the last one
+  bias_partials_.zero_all();
   const T* w = weight_.data();
 #pragma omp parallel
   {
@@ -168,8 +170,6 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
     T* col = columns_.get(t);
     T* dw = weight_partials_.get(t);
     T* db = bias_partials_.get(t);
-    for (size_t i = 0; i < weight_.size(); ++i) dw[i] = T(0);
-    for (int64_t c = 0; c < cout; ++c) db[c] = T(0);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < n_images; ++n) {
       const T* xn = x.data() + n * g.channels * g.height * g.width;

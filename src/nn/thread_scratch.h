@@ -23,6 +23,13 @@ class ThreadScratch {
     size_ = size;
   }
   T* get(int thread) { return buffers_[static_cast<size_t>(thread)].data(); }
+
+  // Zeroes the first `size()` values of every buffer, including those of threads that
+  // an earlier, larger team used and this one may not: sum_into adds them all.
+  void zero_all() {
+    for (auto& b : buffers_)
+      for (size_t i = 0; i < size_; ++i) b[i] = T(0);
+  }
   size_t threads() const { return buffers_.size(); }
   size_t size() const { return size_; }
 
