@@ -88,6 +88,12 @@ def print_table(runs):
             seed_cols = f"{'-':>10}  {'-':>9}  {'-':>8}"
         print(f"{label:<10} {last['epoch']:>6}  {last['train_loss']:>10.3f}  {last['train_acc']:>9.3f}"
               f"  {last['test_acc']:>8.3f}  {last['examples_per_sec']:>10.0f}  | {seed_cols}")
+    for label, records in runs.items():
+        last = records[-1]
+        if "test_acc_population" in last:
+            print(f"{label}: test acc {last['test_acc_population']:.3f} with batch norm's population "
+                  f"statistics (the paper's Algorithm 2) instead of the moving averages "
+                  f"({last['test_acc']:.3f})")
 
 
 def plot(runs, path, title):
@@ -100,8 +106,12 @@ def plot(runs, path, title):
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, (key, name) in zip(axes, panels):
         for label, records in runs.items():
-            ax.plot([r["epoch"] for r in records], [r[key] for r in records], marker="o",
-                    markersize=3, label=label)
+            line, = ax.plot([r["epoch"] for r in records], [r[key] for r in records], marker="o",
+                            markersize=3, label=label)
+            if key == "test_acc" and all("test_acc_population" in r for r in records):
+                ax.plot([r["epoch"] for r in records], [r["test_acc_population"] for r in records],
+                        linestyle="--", color=line.get_color(), alpha=0.7,
+                        label=f"{label}, population stats")
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -148,6 +148,9 @@ class BatchNorm {
   std::span<const T> grad_bias() const { return grad_bias_; }
   int64_t num_batches_tracked() const { return num_batches_tracked_; }
   void set_num_batches_tracked(int64_t count);
+  // Like assigning bn.momentum in PyTorch (std::nullopt: the cumulative average);
+  // throws bnorm::Error outside [0, 1].
+  void set_momentum(std::optional<double> momentum);
 
   // running_mean = 0, running_var = 1, num_batches_tracked = 0.
   void reset_running_stats();

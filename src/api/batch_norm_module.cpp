@@ -12,6 +12,21 @@
 
 namespace bnorm {
 
+namespace {
+void check_momentum(const char* op, std::optional<double> momentum) {
+  if (momentum && !(*momentum >= 0 && *momentum <= 1))
+    throw Error(BNORM_ERROR_INVALID_VALUE,
+                std::string(op) + ": momentum must be in [0, 1] (or std::nullopt for the "
+                "cumulative average), got " + std::to_string(*momentum));
+}
+}  // namespace
+
+template <class T>
+void BatchNorm<T>::set_momentum(std::optional<double> momentum) {
+  check_momentum("BatchNorm::set_momentum", momentum);
+  options_.momentum = momentum;
+}
+
 template <class T>
 BatchNorm<T>::BatchNorm(int64_t num_features, BatchNormOptions options)
     : num_features_(num_features), options_(options) {
@@ -21,10 +36,7 @@ BatchNorm<T>::BatchNorm(int64_t num_features, BatchNormOptions options)
   if (!std::isfinite(options_.eps) || options_.eps < 0)
     throw Error(BNORM_ERROR_INVALID_VALUE,
                 "BatchNorm: eps must be finite and >= 0, got " + std::to_string(options_.eps));
-  if (options_.momentum && !(*options_.momentum >= 0 && *options_.momentum <= 1))
-    throw Error(BNORM_ERROR_INVALID_VALUE,
-                "BatchNorm: momentum must be in [0, 1] (or std::nullopt for the cumulative "
-                "average), got " + std::to_string(*options_.momentum));
+  check_momentum("BatchNorm", options_.momentum);
   const auto c = static_cast<size_t>(num_features);
   api::allocation_failures_as_errors("BatchNorm", [&] {
     if (options_.affine) {

@@ -35,7 +35,6 @@ class BatchNormLayer final : public Layer<T> {
   BatchNorm<T> module_;
   TensorView<const T> x_view_, dy_view_;
   TensorView<T> y_view_, dx_view_;
-  std::vector<T> unused_dx_;  // backward always writes dx; the first layer discards it
 };
 
 extern template class BatchNormLayer<float>;

@@ -18,6 +18,11 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, T
 int set_engine_threads(int threads);
 int engine_threads();
 
+// Loads OpenBLAS if it is not yet loaded; throws std::runtime_error when it cannot.
+// Layers call it at construction so that the first GEMM inside a parallel region
+// never has to load it.
+void load_blas();
+
 // The BLAS in use: OpenBLAS's build configuration and the kernel family it runs.
 std::string blas_description();
 

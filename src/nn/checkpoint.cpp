@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 namespace bnorm::nn {
@@ -196,6 +197,7 @@ Checkpoint read_checkpoint(const std::string& path) {
     c.meta[k] = r.str("metadata value");
   }
   const auto n_tensors = r.le<uint32_t>("tensor count");
+  std::set<std::string> names;
   for (uint32_t i = 0; i < n_tensors; ++i) {
     CheckpointTensor t;
     t.name = r.str("tensor name");
@@ -213,6 +215,7 @@ Checkpoint read_checkpoint(const std::string& path) {
       count *= static_cast<size_t>(s);
     }
     t.bytes = r.take(count * dtype_size(t.dtype), "tensor data");
+    if (!names.insert(t.name).second) r.fail("tensor " + t.name + " appears twice");
     c.tensors.push_back(std::move(t));
   }
   if (r.pos() != body) r.fail("trailing bytes after the last tensor");

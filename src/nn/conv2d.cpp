@@ -36,7 +36,7 @@ void im2col(const ConvGeometry& g, const T* x, T* col) {
           const T* in = plane + ih * g.width;
           if (g.stride == 1) {
             // Valid ow range: 0 <= ow - p + kj < W.
-            const int64_t lo = std::max<int64_t>(0, g.padding - kj);
+            const int64_t lo = std::min(g.out_width, std::max<int64_t>(0, g.padding - kj));
             const int64_t hi = std::min<int64_t>(g.out_width, g.width + g.padding - kj);
             for (int64_t ow = 0; ow < lo; ++ow) out[ow] = T(0);
             const T* src = in - g.padding + kj;
@@ -63,14 +63,22 @@ void col2im(const ConvGeometry& g, const T* col, T* dx) {
     for (int64_t ki = 0; ki < g.kernel; ++ki) {
       for (int64_t kj = 0; kj < g.kernel; ++kj) {
         const T* row = col + ((c * g.kernel + ki) * g.kernel + kj) * g.out_area();
+        // Valid ow for stride 1: 0 <= ow - p + kj < W (as in im2col).
+        const int64_t lo = std::max<int64_t>(0, g.padding - kj);
+        const int64_t hi = std::min<int64_t>(g.out_width, g.width + g.padding - kj);
         for (int64_t oh = 0; oh < g.out_height; ++oh) {
           const int64_t ih = oh * g.stride - g.padding + ki;
           if (ih < 0 || ih >= g.height) continue;
           T* out = plane + ih * g.width;
           const T* in = row + oh * g.out_width;
-          for (int64_t ow = 0; ow < g.out_width; ++ow) {
-            const int64_t iw = ow * g.stride - g.padding + kj;
-            if (iw >= 0 && iw < g.width) out[iw] += in[ow];
+          if (g.stride == 1) {
+            T* dst = out - g.padding + kj;
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += in[ow];
+          } else {
+            for (int64_t ow = 0; ow < g.out_width; ++ow) {
+              const int64_t iw = ow * g.stride - g.padding + kj;
+              if (iw >= 0 && iw < g.width) out[iw] += in[ow];
+            }
           }
         }
       }
@@ -87,6 +95,7 @@ Conv2d<T>::Conv2d(const Conv2dOptions& options) : options_(options) {
   if (options.kernel_size < 1) throw std::invalid_argument("Conv2d: kernel_size must be at least 1");
   if (options.stride < 1) throw std::invalid_argument("Conv2d: stride must be at least 1");
   if (options.padding < 0) throw std::invalid_argument("Conv2d: padding must be at least 0");
+  load_blas();  // now, not first inside a parallel region (a load failure must throw here)
   const auto weights = static_cast<size_t>(options.out_channels * fan_in());
   weight_.assign(weights, T(0));
   grad_weight_.assign(weights, T(0));
@@ -131,15 +140,24 @@ void Conv2d<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
   const ConvGeometry g{x.dim(1), x.dim(2), x.dim(3), options_.kernel_size,
                        options_.stride, options_.padding, out[2], out[3]};
   const int64_t n_images = x.dim(0), cout = options_.out_channels, area = g.out_area();
-  const int64_t krows = g.rows();
-  columns_.prepare(static_cast<size_t>(krows * area));
+  const int64_t krows = g.rows(), col_size = krows * area;
+  const bool keep = this->training_;
+  if (keep) {
+    batch_columns_.resize(static_cast<size_t>(n_images * col_size));
+    columns_of_ = x.data();
+    columns_shape_ = x.shape();
+  } else {
+    columns_.prepare(static_cast<size_t>(col_size));
+    columns_of_ = nullptr;
+  }
   const T* w = weight_.data();
   const T* b = bias_.empty() ? nullptr : bias_.data();
 #pragma omp parallel
   {
-    T* col = columns_.get(omp_get_thread_num());
+    T* scratch = keep ? nullptr : columns_.get(omp_get_thread_num());
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < n_images; ++n) {
+      T* col = keep ? batch_columns_.data() + n * col_size : scratch;
       im2col(g, x.data() + n * g.channels * g.height * g.width, col);
       T* yn = y.data() + n * cout * area;
       gemm<T>(false, false, cout, area, krows, T(1), w, krows, col, area, T(0), yn, area);
@@ -156,9 +174,11 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
   const ConvGeometry g{x.dim(1), x.dim(2), x.dim(3), options_.kernel_size,
                        options_.stride, options_.padding, dy.dim(2), dy.dim(3)};
   const int64_t n_images = x.dim(0), cout = options_.out_channels, area = g.out_area();
-  const int64_t krows = g.rows();
-  columns_.prepare(static_cast<size_t>(krows * area));
-  if (dx) column_grads_.prepare(static_cast<size_t>(krows * area));
+  const int64_t krows = g.rows(), col_size = krows * area;
+  // The forward's columns, when it kept them for this very input; else rebuilt here.
+  const bool kept = columns_of_ == x.data() && columns_shape_ == x.shape();
+  if (!kept) columns_.prepare(static_cast<size_t>(col_size));
+  if (dx) column_grads_.prepare(static_cast<size_t>(col_size));
   weight_partials_.prepare(weight_.size());
   bias_partials_.prepare(static_cast<size_t>(cout));
   weight_partials_.zero_all();  // every slot: the team may be smaller than the last one
@@ -167,14 +187,18 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
 #pragma omp parallel
   {
     const int t = omp_get_thread_num();
-    T* col = columns_.get(t);
+    T* scratch = kept ? nullptr : columns_.get(t);
     T* dw = weight_partials_.get(t);
     T* db = bias_partials_.get(t);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < n_images; ++n) {
       const T* xn = x.data() + n * g.channels * g.height * g.width;
       const T* dyn = dy.data() + n * cout * area;
-      im2col(g, xn, col);
+      const T* col = scratch;
+      if (kept)
+        col = batch_columns_.data() + n * col_size;
+      else
+        im2col(g, xn, scratch);
       gemm<T>(false, true, cout, krows, area, T(1), dyn, area, col, area, T(1), dw, krows);
       for (int64_t c = 0; c < cout; ++c) {
         T s = T(0);

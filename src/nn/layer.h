@@ -64,7 +64,9 @@ class Layer {
   // y has been resized to output_shape(x.shape()).
   virtual void forward(const Tensor<T>& x, Tensor<T>& y) = 0;
 
-  // dy has y's shape; dx (when not null) has been resized to x's shape.
+  // x and y are the input and output of the last forward, unchanged since (layers may
+  // keep what they derived from x, e.g. Conv2d's columns); dy has y's shape; dx (when
+  // not null) has been resized to x's shape.
   virtual void backward(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>& dy,
                         Tensor<T>* dx) = 0;
 

@@ -12,6 +12,7 @@ Linear<T>::Linear(int64_t in_features, int64_t out_features, bool bias)
     : in_(in_features), out_(out_features) {
   if (in_features < 1 || out_features < 1)
     throw std::invalid_argument("Linear: in_features and out_features must be at least 1");
+  load_blas();
   weight_.assign(static_cast<size_t>(in_ * out_), T(0));
   grad_weight_.assign(weight_.size(), T(0));
   if (bias) {

@@ -42,7 +42,8 @@ std::string Dropout<T>::describe() const {
 template <class T>
 void Dropout<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
   const int64_t n = x.numel();
-  if (!this->training_ || p_ == 0.0) {
+  masked_ = this->training_ && p_ > 0.0;
+  if (!masked_) {
     std::copy(x.data(), x.data() + n, y.data());
     return;
   }
@@ -65,7 +66,7 @@ void Dropout<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tens
                           Tensor<T>* dx) {
   if (!dx) return;
   const int64_t n = x.numel();
-  if (!this->training_ || p_ == 0.0) {
+  if (!masked_) {  // the last forward was the identity, whatever the mode is now
     std::copy(dy.data(), dy.data() + n, dx->data());
     return;
   }

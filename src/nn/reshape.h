@@ -37,6 +37,7 @@ class Dropout final : public Layer<T> {
   uint64_t seed_;
   int64_t draws_ = 0;     // training forwards so far
   std::vector<T> mask_;   // 0 or 1/(1-p), from the last training forward
+  bool masked_ = false;   // whether the last forward applied mask_ (backward follows it)
 };
 
 extern template class Flatten<float>;

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
 #include <bnorm/bnorm.hpp>
 
+#include "nn/batch_norm_layer.h"
 #include "nn/loss.h"
 #include "nn/models.h"
 #include "nn/random.h"
@@ -39,12 +41,20 @@ CheckpointTensor tensor_of(const std::string& name, const Shape& shape, std::spa
 }
 
 std::string shape_text(const std::vector<int64_t>& sizes) {
-  return Shape::from(sizes).str();
+  std::string s = "(";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
+  return s + ")";
+}
+
+const std::string& meta(const Checkpoint& c, const std::string& key, const std::string& source) {
+  const auto it = c.meta.find(key);
+  if (it == c.meta.end()) throw CheckpointError(source + ": missing metadata '" + key + "'");
+  return it->second;
 }
 
 template <class U>
 U parse_number(const Checkpoint& c, const std::string& key, const std::string& source) {
-  const std::string& text = c.get(key);
+  const std::string& text = meta(c, key, source);
   std::istringstream in(text);
   U v{};
   in >> v;
@@ -100,7 +110,7 @@ double Trainer::step(int64_t* correct) {
 }
 
 EpochResult Trainer::train_epoch(const data::ImageDataset& train, const data::ImageDataset* test,
-                                 const ProgressFn& progress) {
+                                 const ProgressFn& progress, bool population_statistics) {
   if (train.count < 1) throw std::invalid_argument("train: the training set is empty");
   const auto t0 = Clock::now();
   EpochResult r;
@@ -124,6 +134,7 @@ EpochResult Trainer::train_epoch(const data::ImageDataset& train, const data::Im
   r.examples_per_sec = static_cast<double>(train.count) / r.train_seconds;
   epochs_done_ = r.epoch;
   if (test) r.test = evaluate(*test);
+  if (test && population_statistics) r.test_population = evaluate_with_population_statistics(train, *test);
   r.seconds = since(t0);
   return r;
 }
@@ -173,6 +184,65 @@ Evaluation Trainer::evaluate(const data::ImageDataset& data) {
   return e;
 }
 
+Evaluation Trainer::evaluate_with_population_statistics(const data::ImageDataset& train,
+                                                        const data::ImageDataset& test) {
+  std::vector<BatchNorm<float>*> bns;
+  for (size_t i = 0; i < model_->size(); ++i)
+    if (auto* layer = dynamic_cast<BatchNormLayer<float>*>(&model_->layer(i)))
+      if (layer->module().options().track_running_stats) bns.push_back(&layer->module());
+  if (bns.empty()) return evaluate(test);  // nothing to recompute: the plain evaluation
+  if (train.count < options_.batch_size) return Evaluation{};  // no full batch: not done
+
+  // Set the running statistics aside, and put them back however this ends.
+  size_t total = 0;
+  for (auto* bn : bns) total += 2 * bn->running_mean().size();
+  saved_statistics_.resize(total);
+  saved_counts_.resize(bns.size());
+  saved_momenta_.resize(bns.size());
+  float* at = saved_statistics_.data();
+  for (size_t b = 0; b < bns.size(); ++b) {
+    at = std::copy(bns[b]->running_mean().begin(), bns[b]->running_mean().end(), at);
+    at = std::copy(bns[b]->running_var().begin(), bns[b]->running_var().end(), at);
+    saved_counts_[b] = bns[b]->num_batches_tracked();
+    saved_momenta_[b] = bns[b]->options().momentum;
+  }
+  const bool was_training = model_->is_training();
+  struct Restore {
+    Trainer& t;
+    std::vector<BatchNorm<float>*>& bns;
+    bool training;
+    ~Restore() {
+      const float* from = t.saved_statistics_.data();
+      for (size_t b = 0; b < bns.size(); ++b) {
+        const auto c = static_cast<std::ptrdiff_t>(bns[b]->running_mean().size());
+        std::copy(from, from + c, bns[b]->running_mean().begin());
+        std::copy(from + c, from + 2 * c, bns[b]->running_var().begin());
+        from += 2 * c;
+        bns[b]->set_num_batches_tracked(t.saved_counts_[b]);
+        bns[b]->set_momentum(t.saved_momenta_[b]);
+      }
+      t.model_->set_training(training);
+    }
+  } restore{*this, bns, was_training};
+  for (auto* bn : bns) {
+    bn->set_momentum(std::nullopt);
+    bn->reset_running_stats();
+  }
+
+  // Full batches of the training set, in order, forward only; only batch norm in
+  // training mode (so dropout, if any, stays off).
+  model_->set_training(false);
+  for (size_t i = 0; i < model_->size(); ++i)
+    if (dynamic_cast<BatchNormLayer<float>*>(&model_->layer(i))) model_->layer(i).set_training(true);
+  const std::vector<int64_t> in_order;
+  for (int64_t begin = 0; begin + options_.batch_size <= train.count; begin += options_.batch_size) {
+    gather(train, in_order, begin, begin + options_.batch_size);
+    model_->forward(batch_);
+  }
+  model_->set_training(false);
+  return evaluate(test);  // then `restore` puts the running statistics back
+}
+
 Checkpoint Trainer::to_checkpoint() {
   Checkpoint c;
   c.meta["format"] = "bnorm-trainer";
@@ -201,23 +271,29 @@ Checkpoint Trainer::to_checkpoint() {
 }
 
 TrainOptions Trainer::options_from(const Checkpoint& c, const std::string& source) {
-  if (c.meta.count("format") == 0 || c.get("format") != "bnorm-trainer")
+  if (c.meta.count("format") == 0 || c.meta.at("format") != "bnorm-trainer")
     throw CheckpointError(source + ": not a training checkpoint (metadata 'format' is not bnorm-trainer)");
-  if (c.get("dtype") != "float32")
-    throw CheckpointError(source + ": dtype " + c.get("dtype") + " (this trainer is float32)");
+  if (meta(c, "dtype", source) != "float32")
+    throw CheckpointError(source + ": dtype " + meta(c, "dtype", source) + " (this trainer is float32)");
   TrainOptions o;
-  o.model = c.get("model");
+  o.model = meta(c, "model", source);
   o.seed = parse_number<uint64_t>(c, "seed", source);
   o.batch_size = parse_number<int64_t>(c, "batch_size", source);
   o.sgd.lr = parse_number<double>(c, "lr", source);
   o.sgd.momentum = parse_number<double>(c, "momentum", source);
   o.sgd.weight_decay = parse_number<double>(c, "weight_decay", source);
+  try {  // the same checks a Trainer makes, reported as the file's problem
+    check_options(o);
+    Sgd<float>({}, o.sgd);
+  } catch (const std::invalid_argument& e) {
+    throw CheckpointError(source + ": bad settings in the metadata: " + e.what());
+  }
   return o;
 }
 
 void Trainer::restore(const Checkpoint& c, const std::string& source) {
-  if (c.get("model") != options_.model)
-    throw CheckpointError(source + ": the checkpoint holds model '" + c.get("model") +
+  if (meta(c, "model", source) != options_.model)
+    throw CheckpointError(source + ": the checkpoint holds model '" + meta(c, "model", source) +
                           "', not '" + options_.model + "'");
   const int epoch = parse_number<int>(c, "epoch", source);
   if (epoch < 0) throw CheckpointError(source + ": negative epoch");
@@ -240,8 +316,14 @@ void Trainer::restore(const Checkpoint& c, const std::string& source) {
     targets.push_back({"model." + b.name, DType::float32, b.shape, b.value.data(), b.value.size_bytes(), nullptr});
   for (const auto& k : s.counters)
     targets.push_back({"model." + k.name, DType::int64, Shape{}, nullptr, 8, &k});
-  for (const auto& b : opt)
-    targets.push_back({"optimizer." + b.name, DType::float32, b.shape, b.value.data(), b.value.size_bytes(), nullptr});
+  // Momentum buffers: a checkpoint written without momentum has none (they start at
+  // zero, as PyTorch's do); one resumed without momentum ignores them.
+  const bool has_momentum_buffers = std::any_of(c.tensors.begin(), c.tensors.end(), [](const CheckpointTensor& t) {
+    return t.name.rfind("optimizer.momentum_buffer.", 0) == 0;
+  });
+  if (has_momentum_buffers)
+    for (const auto& b : opt)
+      targets.push_back({"optimizer." + b.name, DType::float32, b.shape, b.value.data(), b.value.size_bytes(), nullptr});
 
   for (const auto& t : targets) {
     const CheckpointTensor* found = c.find(t.name);
@@ -253,6 +335,7 @@ void Trainer::restore(const Checkpoint& c, const std::string& source) {
                             dtype_name(t.dtype) + " " + t.shape.str());
   }
   for (const auto& ct : c.tensors) {
+    if (opt.empty() && ct.name.rfind("optimizer.momentum_buffer.", 0) == 0) continue;
     const bool known = std::any_of(targets.begin(), targets.end(),
                                    [&](const Target& t) { return t.name == ct.name; });
     if (!known) throw CheckpointError(source + ": unexpected tensor " + ct.name + " for model " + options_.model);
@@ -265,6 +348,8 @@ void Trainer::restore(const Checkpoint& c, const std::string& source) {
       if (v < 0) throw CheckpointError(source + ": counter " + t.name + " is negative");
     }
   }
+  if (!has_momentum_buffers)
+    for (const auto& b : opt) std::fill(b.value.begin(), b.value.end(), 0.0f);
   for (const auto& t : targets) {
     const CheckpointTensor* found = c.find(t.name);
     if (t.counter) {

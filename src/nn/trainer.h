@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,7 @@ struct EpochResult {
   double train_seconds = 0;
   double examples_per_sec = 0;    // training examples / training seconds
   Evaluation test;                // empty (examples 0) without a test set
+  Evaluation test_population;     // with population statistics, when asked for
   double seconds = 0;             // the whole epoch, evaluation included
 };
 
@@ -63,12 +65,25 @@ class Trainer {
 
   // Trains one more epoch (epochs_done() + 1) over `train`, then evaluates `test`
   // when it is not null.
+  // With `population_statistics`, also evaluates `test` with Algorithm 2's statistics
+  // (evaluate_with_population_statistics) into EpochResult::test_population.
   EpochResult train_epoch(const data::ImageDataset& train, const data::ImageDataset* test,
-                          const ProgressFn& progress = {});
+                          const ProgressFn& progress = {}, bool population_statistics = false);
   // Runs `steps` training steps on shuffled batches (the benchmark's unit of work);
   // returns examples per second. Changes the model like training does.
   double train_steps(const data::ImageDataset& train, int64_t steps);
   Evaluation evaluate(const data::ImageDataset& data);
+
+  // Evaluates `test` with the batch norm statistics of the paper's Algorithm 2
+  // (steps 9-10): averages over the full mini-batches of `train` with the current
+  // weights, E[x] = mean of the batch means, Var[x] = m/(m-1) * mean of the batch
+  // variances, instead of the moving averages gathered while the weights changed.
+  // (PyTorch's momentum=None cumulative average over those batches is exactly that.)
+  // The model's own running statistics are restored afterwards: training goes on
+  // exactly as without this call. Models without batch norm: the plain evaluation;
+  // a training set smaller than one batch: an empty Evaluation (examples 0).
+  Evaluation evaluate_with_population_statistics(const data::ImageDataset& train,
+                                                 const data::ImageDataset& test);
 
   int epochs_done() const { return epochs_done_; }
   const TrainOptions& options() const { return options_; }
@@ -102,6 +117,10 @@ class Trainer {
   Tensor<float> batch_, dlogits_;
   std::vector<int32_t> labels_;
   std::vector<int64_t> order_;
+  // Running statistics set aside by the population pass (storage reused).
+  std::vector<float> saved_statistics_;
+  std::vector<int64_t> saved_counts_;
+  std::vector<std::optional<double>> saved_momenta_;
 };
 
 }  // namespace bnorm::nn

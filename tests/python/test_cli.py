@@ -191,3 +191,47 @@ def test_bench_prints_one_json_object():
     out = json.loads(r.stdout)
     assert out["model"] == "lenet-bn" and out["threads"] == 1 and out["batch_size"] == 64
     assert out["train_examples_per_sec"] > 0 and out["inference_examples_per_sec"] > 0
+
+
+@needs_data
+def test_repeated_option_takes_the_last_value(tmp_path):
+    # scripts/experiment passes the seed's settings first and the user's after them.
+    r = run("train", "--epochs", "10", "--epochs", "1", *SMALL)
+    assert r.returncode == 0, r.stderr
+    assert "epoch  1/1" in r.stdout
+
+
+@needs_data
+def test_last_batch_of_one_with_batch_norm_is_a_usage_error():
+    r = run("train", "--model", "lenet-bn", "--train-examples", "65", "--batch-size", "64",
+            "--threads", "1", "--no-progress")
+    line = one_line_error(r, 2)
+    assert "--batch-size" in line and "last batch of 1" in line
+
+
+@needs_data
+def test_resume_may_turn_momentum_on(tmp_path):
+    ckpt = tmp_path / "c.ckpt"
+    assert run("train", "--epochs", "1", *SMALL, "--checkpoint", str(ckpt)).returncode == 0
+    r = run("train", "--epochs", "2", *SMALL, "--resume", str(ckpt), "--momentum", "0.9",
+            "--checkpoint", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    r = run("train", "--epochs", "3", *SMALL, "--resume", str(ckpt), "--momentum", "0")
+    assert r.returncode == 0, r.stderr
+
+
+def test_unwritable_checkpoint_directory_fails_before_training(tmp_path):
+    line = one_line_error(run("train", "--checkpoint", str(tmp_path / "no" / "dir" / "c.ckpt"),
+                              *SMALL), 2)
+    assert "--checkpoint" in line
+
+
+@needs_data
+def test_population_statistics_are_reported(tmp_path):
+    metrics = tmp_path / "m.jsonl"
+    r = run("train", "--model", "lenet-bn", "--epochs", "1", *SMALL, "--population-stats",
+            "--metrics", str(metrics))
+    assert r.returncode == 0, r.stderr
+    assert "population stats" in r.stdout
+    row = read_metrics(metrics)[0]
+    assert 0 <= row["test_acc_population"] <= 1 and row["test_loss_population"] > 0

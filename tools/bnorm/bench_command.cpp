@@ -27,6 +27,9 @@ void run_bench(const BenchArgs& a) {
   o.model = a.model;
   o.batch_size = a.batch_size;
   o.sgd.lr = a.lr > 0 ? a.lr : default_lr(a.model);
+  if (d.train.count < a.batch_size)
+    throw UsageError("--train-examples " + std::to_string(d.train.count) +
+                     " is less than one batch (--batch-size " + std::to_string(a.batch_size) + ")");
   nn::Trainer trainer(o);
   trainer.train_steps(d.train, a.warmup);  // first-touch allocation, caches, BLAS buffers
   const double train = trainer.train_steps(d.train, a.steps);
@@ -44,6 +47,7 @@ void add_bench_command(CLI::App& app) {
   auto args = std::make_shared<BenchArgs>();
   CLI::App* sub = app.add_subcommand(
       "bench", "Training and inference examples/sec of a model, as one JSON line");
+  sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   sub->add_option("--model", args->model, "Model (see `bnorm models`)")
       ->check(CLI::IsMember(nn::model_names()))
       ->capture_default_str();

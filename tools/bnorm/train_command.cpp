@@ -1,5 +1,13 @@
 // bnorm train: the seed's experiment for one model, epoch by epoch.
+#include <unistd.h>
+
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -25,25 +33,68 @@ struct TrainArgs {
   DataOptions data;
   std::string metrics, checkpoint, resume;
   bool no_progress = false;
+  bool population_stats = false;
   // Which options the user gave (the rest come from --resume's checkpoint).
   CLI::Option *model_opt = nullptr, *lr_opt = nullptr, *batch_opt = nullptr,
               *momentum_opt = nullptr, *wd_opt = nullptr, *seed_opt = nullptr;
 };
 
+// A JSON number; a diverged run's NaN or infinity as the tokens Python's json reads.
+std::string json_number(double v, const char* format = "%.6f") {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
 std::string json_line(const std::string& model, const nn::EpochResult& r, const nn::TrainOptions& o,
                       int threads) {
-  char buf[768];
-  std::snprintf(buf, sizeof buf,
-                "{\"model\": \"%s\", \"epoch\": %d, \"train_loss\": %.6f, \"train_acc\": %.6f, "
-                "\"test_loss\": %.6f, \"test_acc\": %.6f, \"examples_per_sec\": %.1f, "
-                "\"test_examples_per_sec\": %.1f, \"train_seconds\": %.3f, \"seconds\": %.3f, "
-                "\"lr\": %.17g, \"batch_size\": %lld, \"momentum\": %.17g, \"weight_decay\": %.17g, "
-                "\"seed\": %llu, \"threads\": %d}",
-                model.c_str(), r.epoch, r.train_loss, r.train_acc, r.test.loss, r.test.accuracy,
-                r.examples_per_sec, r.test.examples_per_sec, r.train_seconds, r.seconds, o.sgd.lr,
-                static_cast<long long>(o.batch_size), o.sgd.momentum, o.sgd.weight_decay,
-                static_cast<unsigned long long>(o.seed), threads);
-  return buf;
+  std::ostringstream j;
+  j << "{\"model\": \"" << model << "\", \"epoch\": " << r.epoch
+    << ", \"train_loss\": " << json_number(r.train_loss)
+    << ", \"train_acc\": " << json_number(r.train_acc)
+    << ", \"test_loss\": " << json_number(r.test.loss)
+    << ", \"test_acc\": " << json_number(r.test.accuracy);
+  if (r.test_population.examples > 0)
+    j << ", \"test_loss_population\": " << json_number(r.test_population.loss)
+      << ", \"test_acc_population\": " << json_number(r.test_population.accuracy);
+  j << ", \"examples_per_sec\": " << json_number(r.examples_per_sec, "%.1f")
+    << ", \"test_examples_per_sec\": " << json_number(r.test.examples_per_sec, "%.1f")
+    << ", \"train_seconds\": " << json_number(r.train_seconds, "%.3f")
+    << ", \"seconds\": " << json_number(r.seconds, "%.3f")
+    << ", \"lr\": " << json_number(o.sgd.lr, "%.17g") << ", \"batch_size\": " << o.batch_size
+    << ", \"momentum\": " << json_number(o.sgd.momentum, "%.17g")
+    << ", \"weight_decay\": " << json_number(o.sgd.weight_decay, "%.17g")
+    << ", \"seed\": " << o.seed << ", \"threads\": " << threads << "}";
+  return j.str();
+}
+
+// On --resume, the metrics file keeps only the epochs the checkpoint has done: a run
+// that died between writing a line and saving its checkpoint must not leave a line
+// that the resumed run writes again.
+void keep_metrics_up_to(const std::string& path, int epoch) {
+  std::ifstream in(path);
+  if (!in) return;  // nothing yet: the resumed run starts the file
+  std::vector<std::string> kept;
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto at = line.find("\"epoch\": ");
+    if (at == std::string::npos) continue;
+    if (std::atoi(line.c_str() + at + 9) <= epoch) kept.push_back(line);
+  }
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  for (const auto& k : kept) out << k << "\n";
+  if (!out) throw std::runtime_error("--metrics: cannot rewrite " + path);
+}
+
+// Fails before training, not after the first epoch, when FILE's directory is not there
+// or not writable.
+void check_writable_directory(const char* option, const std::string& path) {
+  const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
+  if (::access(dir.c_str(), W_OK) != 0)
+    throw UsageError(std::string(option) + " " + path + ": cannot write in " + dir.string());
 }
 
 nn::TrainOptions resolve_options(const TrainArgs& a, const nn::Checkpoint* resumed) {
@@ -81,10 +132,18 @@ void run_train(const TrainArgs& a) {
                      std::to_string(trainer.epochs_done()) + " epochs; --epochs " +
                      std::to_string(a.epochs) + " asks for no more");
 
+  if (!a.checkpoint.empty()) check_writable_directory("--checkpoint", a.checkpoint);
   const data::TrainTest data = load_data(a.data);
+  const bool has_bn = options.model.size() > 3 && options.model.ends_with("-bn");
+  if (has_bn && (data.train.count % options.batch_size == 1 || data.train.count == 1))
+    throw UsageError("--batch-size " + std::to_string(options.batch_size) + " with " +
+                     std::to_string(data.train.count) +
+                     " training examples leaves a last batch of 1, and batch norm needs more "
+                     "than one value per channel (change --batch-size or --train-examples)");
   std::unique_ptr<std::ofstream> metrics;
   if (!a.metrics.empty()) {
     // A resumed run appends its epochs to the metrics of the run it continues.
+    if (resumed) keep_metrics_up_to(a.metrics, trainer.epochs_done());
     metrics = std::make_unique<std::ofstream>(
         a.metrics, resumed ? std::ios::app : std::ios::trunc);
     if (!*metrics) throw std::runtime_error("--metrics: cannot write " + a.metrics);
@@ -103,19 +162,25 @@ void run_train(const TrainArgs& a) {
   ProgressBar bar(a.epochs, !a.no_progress && stderr_is_terminal());
   while (trainer.epochs_done() < a.epochs) {
     const nn::EpochResult r = trainer.train_epoch(
-        data.train, &data.test, [&](const nn::BatchProgress& p) { bar.update(p); });
+        data.train, &data.test, [&](const nn::BatchProgress& p) { bar.update(p); },
+        a.population_stats);
     bar.clear();
-    std::printf("epoch %2d/%d  loss %.3f, train acc %.3f, test acc %.3f  |  %.0f examples/sec "
+    char population[64] = "";
+    if (r.test_population.examples > 0)
+      std::snprintf(population, sizeof population, " (population stats %.3f)",
+                    r.test_population.accuracy);
+    std::printf("epoch %2d/%d  loss %.3f, train acc %.3f, test acc %.3f%s  |  %.0f examples/sec "
                 "(test %.0f examples/sec), %.1f s\n",
-                r.epoch, a.epochs, r.train_loss, r.train_acc, r.test.accuracy, r.examples_per_sec,
-                r.test.examples_per_sec, r.seconds);
+                r.epoch, a.epochs, r.train_loss, r.train_acc, r.test.accuracy, population,
+                r.examples_per_sec, r.test.examples_per_sec, r.seconds);
     std::fflush(stdout);
+    // The checkpoint first: a metrics line never gets ahead of the saved epoch.
+    if (!a.checkpoint.empty()) trainer.save(a.checkpoint);
     if (metrics) {
       *metrics << json_line(options.model, r, options, threads) << "\n";
       metrics->flush();
       if (!*metrics) throw std::runtime_error("--metrics: writing " + a.metrics + " failed");
     }
-    if (!a.checkpoint.empty()) trainer.save(a.checkpoint);
   }
 }
 
@@ -125,6 +190,9 @@ void add_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
   CLI::App* sub = app.add_subcommand(
       "train", "Train a model on Fashion-MNIST (or another MNIST-style set), epoch by epoch");
+  // A repeated option takes its last value: scripts/experiment passes the seed's
+  // settings and then the user's, which win.
+  sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   args->model_opt = sub->add_option("--model", args->model, "Model to train (see `bnorm models`)")
                         ->check(CLI::IsMember(nn::model_names()))
                         ->capture_default_str();
@@ -156,6 +224,10 @@ void add_train_command(CLI::App& app) {
                   "Continue from a checkpoint up to --epochs; its model, seed and settings "
                   "apply unless given")->check(CLI::ExistingFile);
   sub->add_flag("--no-progress", args->no_progress, "No progress bar (it shows only on a terminal)");
+  sub->add_flag("--population-stats", args->population_stats,
+                "Also report test accuracy with batch norm's population statistics (the "
+                "paper's Algorithm 2: averages over the training batches with the final "
+                "weights) beside the moving averages; training is unchanged");
   sub->callback([args] { run_train(*args); });
 }
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "nn/batch_norm_layer.h"
+#include "nn/linear.h"
 #include "nn/trainer.h"
 #include "synthetic_data.h"
 
@@ -119,6 +121,75 @@ TEST(Trainer, RejectsBadOptions) {
   o.batch_size = 8;
   o.sgd.lr = -1;
   EXPECT_THROW(Trainer{o}, std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace bnorm::nn
+
+namespace bnorm::nn {
+namespace {
+
+TEST(Trainer, PopulationStatisticsLeaveTrainingUnchanged) {
+  const data::ImageDataset train = testing::synthetic_images(256, 8), test = testing::synthetic_images(64, 9);
+  TrainOptions o;
+  o.batch_size = 32;
+  o.sgd = {0.5, 0.9, 0.0};
+  Trainer plain(o), with(o);
+  for (int e = 0; e < 2; ++e) {
+    const EpochResult a = plain.train_epoch(train, &test);
+    const EpochResult b = with.train_epoch(train, &test, {}, true);
+    EXPECT_EQ(a.train_loss, b.train_loss);
+    EXPECT_EQ(a.test.accuracy, b.test.accuracy);
+    EXPECT_EQ(a.test_population.examples, 0);
+    EXPECT_EQ(b.test_population.examples, 64);
+  }
+  EXPECT_TRUE(same_bits(all_parameters(plain), all_parameters(with)));  // buffers included
+}
+
+TEST(Trainer, CumulativeAverageOverBatchesIsAlgorithmTwo) {
+  // The population pass resets the running statistics, sets momentum None and runs the
+  // full training batches forward: that must give E[x] = mean of the batch means and
+  // Var[x] = m/(m-1) * mean of the batch variances. Checked on mlp-bn's first BN layer
+  // against the statistics of the linear layer's outputs computed here in double.
+  const data::ImageDataset train = testing::synthetic_images(96, 10);
+  TrainOptions o;
+  o.model = "mlp-bn";  // flatten, linear(784, 256), bn1d(256), ...
+  o.batch_size = 32;
+  Trainer t(o);
+  t.train_epoch(train, nullptr);
+  // Expected statistics: the linear layer's outputs for each batch of 32, in order.
+  auto& linear = dynamic_cast<Linear<float>&>(t.model().layer(1));
+  std::vector<double> mean_of_means(256, 0.0), mean_of_vars(256, 0.0);
+  for (int b = 0; b < 3; ++b) {
+    for (int64_t c = 0; c < 256; ++c) {
+      double s = 0, s2 = 0;
+      std::vector<double> v(32);
+      for (int64_t i = 0; i < 32; ++i) {
+        const float* img = train.images.data() + (b * 32 + i) * 784;
+        double z = linear.bias()[static_cast<size_t>(c)];
+        for (int64_t k = 0; k < 784; ++k) z += double(linear.weight()[static_cast<size_t>(c * 784 + k)]) * img[k];
+        v[static_cast<size_t>(i)] = z;
+        s += z;
+      }
+      const double m = s / 32;
+      for (double z : v) s2 += (z - m) * (z - m);
+      mean_of_means[static_cast<size_t>(c)] += m / 3;
+      mean_of_vars[static_cast<size_t>(c)] += s2 / 31 / 3;  // unbiased = m/(m-1) * biased
+    }
+  }
+  auto& bn = dynamic_cast<BatchNormLayer<float>&>(t.model().layer(2)).module();
+  bn.set_momentum(std::nullopt);
+  bn.reset_running_stats();
+  t.model().set_training(true);
+  Tensor<float> x(Shape{32, 1, 28, 28});
+  for (int b = 0; b < 3; ++b) {
+    std::copy(train.images.begin() + b * 32 * 784, train.images.begin() + (b + 1) * 32 * 784, x.data());
+    t.model().forward(x);
+  }
+  for (size_t c = 0; c < 256; ++c) {
+    EXPECT_NEAR(bn.running_mean()[c], mean_of_means[c], 1e-4 * (1 + std::abs(mean_of_means[c])));
+    EXPECT_NEAR(bn.running_var()[c], mean_of_vars[c], 1e-3 * (1 + mean_of_vars[c]));
+  }
 }
 
 }  // namespace
