@@ -116,8 +116,11 @@ EpochResult Trainer::train_epoch(const data::ImageDataset& train, const data::Im
   EpochResult r;
   r.epoch = epochs_done_ + 1;
   model_->set_training(true);
-  shuffled_order(train.count, hash3(options_.seed, kShuffleStream, static_cast<uint64_t>(r.epoch)),
-                 order_);
+  if (options_.shuffle)
+    shuffled_order(train.count, hash3(options_.seed, kShuffleStream, static_cast<uint64_t>(r.epoch)),
+                   order_);
+  else
+    order_.clear();  // gather() reads in order
   double loss_sum = 0;
   int64_t correct = 0;
   for (int64_t begin = 0; begin < train.count; begin += options_.batch_size) {

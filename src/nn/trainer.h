@@ -30,6 +30,7 @@ struct TrainOptions {
   int64_t batch_size = 256;
   SgdOptions sgd{1.0, 0.0, 0.0};
   uint64_t seed = 0;
+  bool shuffle = true;  // false: every epoch in the data set's order (to compare with a peer)
 };
 
 struct Evaluation {

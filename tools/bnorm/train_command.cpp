@@ -34,6 +34,7 @@ struct TrainArgs {
   std::string metrics, checkpoint, resume;
   bool no_progress = false;
   bool population_stats = false;
+  bool no_shuffle = false;
   // Which options the user gave (the rest come from --resume's checkpoint).
   CLI::Option *model_opt = nullptr, *lr_opt = nullptr, *batch_opt = nullptr,
               *momentum_opt = nullptr, *wd_opt = nullptr, *seed_opt = nullptr;
@@ -112,6 +113,7 @@ nn::TrainOptions resolve_options(const TrainArgs& a, const nn::Checkpoint* resum
     o.seed = a.seed;
     o.sgd.lr = default_lr(a.model);
   }
+  o.shuffle = !a.no_shuffle;
   if (*a.lr_opt) o.sgd.lr = a.lr;
   if (*a.batch_opt || !resumed) o.batch_size = a.batch_size;
   if (*a.momentum_opt || !resumed) o.sgd.momentum = a.momentum;
@@ -224,6 +226,9 @@ void add_train_command(CLI::App& app) {
                   "Continue from a checkpoint up to --epochs; its model, seed and settings "
                   "apply unless given")->check(CLI::ExistingFile);
   sub->add_flag("--no-progress", args->no_progress, "No progress bar (it shows only on a terminal)");
+  sub->add_flag("--no-shuffle", args->no_shuffle,
+                "Train on the examples in file order every epoch (to compare step by step "
+                "with another framework)");
   sub->add_flag("--population-stats", args->population_stats,
                 "Also report test accuracy with batch norm's population statistics (the "
                 "paper's Algorithm 2: averages over the training batches with the final "

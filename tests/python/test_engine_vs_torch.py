@@ -1,0 +1,188 @@
+"""The training engine step by step against PyTorch 1.13, float64 as the judge.
+
+PyTorch builds d2l's LeNet / LeNet-BN; its initial weights go into a bnorm checkpoint
+(epoch 0); `bnorm train --resume ... --no-shuffle` then trains one epoch on the first
+examples in file order, and PyTorch trains the same epoch in float32 and in float64.
+Every weight, bias, running statistic and counter bnorm writes must be as close to the
+float64 run as PyTorch's own float32 run is (within a small factor), and the epoch's
+loss, accuracies and test metrics must agree.
+"""
+import gzip
+import json
+import os
+import struct
+import subprocess
+import zlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BNORM = os.environ.get("BNORM_CLI", os.path.join(ROOT, "build", "bnorm"))
+FASHION = "/usr/share/datasets/fashion-mnist"
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(BNORM), reason="build/bnorm not built"),
+    pytest.mark.skipif(not os.path.exists(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz")),
+                       reason="dataset-fashion-mnist not installed"),
+]
+
+N_TRAIN, N_TEST, BATCH, LR = 640, 256, 64, 1.0  # 10 steps
+
+
+def d2l_model(name):
+    if name == "lenet":
+        layers = [nn.Conv2d(1, 6, 5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2, 2),
+                  nn.Conv2d(6, 16, 5), nn.Sigmoid(), nn.AvgPool2d(2, 2), nn.Flatten(),
+                  nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(),
+                  nn.Linear(84, 10)]
+    else:
+        layers = [nn.Conv2d(1, 6, 5), nn.BatchNorm2d(6), nn.Sigmoid(), nn.AvgPool2d(2, 2),
+                  nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.Sigmoid(), nn.AvgPool2d(2, 2),
+                  nn.Flatten(), nn.Linear(256, 120), nn.BatchNorm1d(120), nn.Sigmoid(),
+                  nn.Linear(120, 84), nn.BatchNorm1d(84), nn.Sigmoid(), nn.Linear(84, 10)]
+    net = nn.Sequential(*layers)
+    for m in net:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+    return net
+
+
+def load(prefix, n):
+    with gzip.open(os.path.join(FASHION, f"{prefix}-images-idx3-ubyte.gz")) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16)[: n * 784]
+    with gzip.open(os.path.join(FASHION, f"{prefix}-labels-idx1-ubyte.gz")) as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+    x = images.reshape(n, 1, 28, 28).astype(np.float32) / np.float32(255)
+    return torch.from_numpy(x), torch.from_numpy(labels.astype(np.int64))
+
+
+# --- the checkpoint format of docs/training.md --------------------------------------
+
+def _string(s):
+    b = s.encode()
+    return struct.pack("<I", len(b)) + b
+
+
+def write_checkpoint(path, model_name, state):
+    meta = {"format": "bnorm-trainer", "bnorm_version": "test", "model": model_name,
+            "dtype": "float32", "epoch": "0", "seed": "0", "batch_size": str(BATCH),
+            "lr": repr(LR), "momentum": "0", "weight_decay": "0"}
+    out = b"BNORMCKP" + struct.pack("<I", 1) + struct.pack("<I", len(meta))
+    for k in sorted(meta):
+        out += _string(k) + _string(meta[k])
+    out += struct.pack("<I", len(state))
+    for name, t in state.items():
+        if t.dtype == torch.int64:
+            dtype, data = 3, struct.pack("<q", int(t))
+            sizes = []
+        else:
+            dtype, data = 1, t.detach().numpy().astype("<f4").tobytes()
+            sizes = list(t.shape)
+        out += _string("model." + name) + struct.pack("<BB", dtype, len(sizes))
+        out += b"".join(struct.pack("<q", s) for s in sizes) + data
+    out += struct.pack("<I", zlib.crc32(out) & 0xFFFFFFFF)
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def read_checkpoint(path):
+    data = open(path, "rb").read()
+    assert data[:8] == b"BNORMCKP"
+    assert struct.unpack_from("<I", data, len(data) - 4)[0] == zlib.crc32(data[:-4]) & 0xFFFFFFFF
+    pos = 12
+
+    def u32():
+        nonlocal pos
+        pos += 4
+        return struct.unpack_from("<I", data, pos - 4)[0]
+
+    def string():
+        nonlocal pos
+        n = u32()
+        pos += n
+        return data[pos - n:pos].decode()
+
+    for _ in range(u32()):
+        string(), string()
+    tensors = {}
+    for _ in range(u32()):
+        name = string()
+        dtype, rank = struct.unpack_from("<BB", data, pos)
+        pos += 2
+        sizes = struct.unpack_from(f"<{rank}q", data, pos)
+        pos += 8 * rank
+        count = int(np.prod(sizes)) if rank else 1
+        np_type = {1: "<f4", 2: "<f8", 3: "<i8"}[dtype]
+        tensors[name] = np.frombuffer(data, np_type, count, pos).reshape(sizes)
+        pos += count * np.dtype(np_type).itemsize
+    return tensors
+
+
+def torch_epoch(net, x, y, tx, ty, dtype):
+    net = net.to(dtype)
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    net.train()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(x), BATCH):
+        xb, yb = x[i:i + BATCH].to(dtype), y[i:i + BATCH]
+        out = net(xb)
+        loss = nn.functional.cross_entropy(out, yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(yb)
+        correct += (out.argmax(1) == yb).sum().item()
+    net.eval()
+    with torch.no_grad():
+        out = net(tx.to(dtype))
+    test_acc = (out.argmax(1) == ty).float().mean().item()
+    test_loss = nn.functional.cross_entropy(out, ty).item()
+    return net, loss_sum / len(x), correct / len(x), test_loss, test_acc
+
+
+@pytest.mark.parametrize("model", ["lenet-bn", "lenet"])
+def test_one_epoch_matches_pytorch(model, tmp_path):
+    torch.manual_seed(0)
+    start = d2l_model(model)
+    state0 = {k: v.clone() for k, v in start.state_dict().items()}
+    ckpt, out_ckpt, metrics = tmp_path / "start.ckpt", tmp_path / "end.ckpt", tmp_path / "m.jsonl"
+    write_checkpoint(ckpt, model, state0)
+    r = subprocess.run([BNORM, "train", "--resume", str(ckpt), "--epochs", "1", "--no-shuffle",
+                        "--train-examples", str(N_TRAIN), "--test-examples", str(N_TEST),
+                        "--threads", "2", "--no-progress", "--checkpoint", str(out_ckpt),
+                        "--metrics", str(metrics)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ours = read_checkpoint(out_ckpt)
+    row = json.loads(open(metrics).read())
+
+    x, y = load("train", N_TRAIN)
+    tx, ty = load("t10k", N_TEST)
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        net = d2l_model(model)
+        net.load_state_dict(state0)
+        results[dtype] = torch_epoch(net, x, y, tx, ty, dtype)
+    ref = results[torch.float64][0].state_dict()
+    peer = results[torch.float32][0].state_dict()
+
+    assert set(ours) == {"model." + k for k in ref}
+    for name, judge in ref.items():
+        got = ours["model." + name]
+        if judge.dtype == torch.int64:
+            assert int(got) == int(judge), name
+            continue
+        judge = judge.numpy()
+        scale = np.abs(judge).max() + 1e-12
+        err_ours = np.abs(got.astype(np.float64) - judge).max() / scale
+        err_torch = np.abs(peer[name].numpy().astype(np.float64) - judge).max() / scale
+        print(f"{name}: ours {err_ours:.2e} torch32 {err_torch:.2e}")
+        assert err_ours <= max(4 * err_torch, 1e-5), (name, err_ours, err_torch)
+
+    _, loss64, acc64, test_loss64, test_acc64 = results[torch.float64]
+    assert row["train_loss"] == pytest.approx(loss64, rel=1e-4)
+    assert abs(row["train_acc"] - acc64) <= 1 / N_TRAIN
+    assert row["test_loss"] == pytest.approx(test_loss64, rel=1e-3)
+    assert abs(row["test_acc"] - test_acc64) <= 1 / N_TEST
