@@ -51,7 +51,7 @@ class Conv2d final : public Layer<T> {
 
   Conv2dOptions options_;
   std::vector<T> weight_, bias_, grad_weight_, grad_bias_;
-  ThreadScratch<T> columns_, column_grads_, weight_partials_, bias_partials_;
+  ThreadScratch<T> columns_, column_grads_, weight_partials_, bias_partials_, pads_;
   std::vector<T> batch_columns_;  // training: the last forward's columns, image by image
   const T* columns_of_ = nullptr; // the input those columns were built from
   Shape columns_shape_;
