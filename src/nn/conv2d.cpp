@@ -115,6 +115,30 @@ inline void col2im_body(const ConvGeometry& g, const T* col, T* dx) {
   }
 }
 
+// col2im for stride 1: accumulate into the zero-bordered plane `pad` without bounds,
+// then copy its interior out (the border collects what fell on the padding).
+template <class T>
+inline void col2im_stride1_body(const ConvGeometry& g, const T* col, T* dx, T* pad) {
+  const int64_t hp = g.height + 2 * g.padding, wp = g.width + 2 * g.padding;
+  for (int64_t c = 0; c < g.channels; ++c) {
+    for (int64_t i = 0; i < hp * wp; ++i) pad[i] = T(0);
+    for (int64_t ki = 0; ki < g.kernel; ++ki)
+      for (int64_t kj = 0; kj < g.kernel; ++kj) {
+        const T* row = col + ((c * g.kernel + ki) * g.kernel + kj) * g.out_area();
+        for (int64_t oh = 0; oh < g.out_height; ++oh) {
+          T* dst = pad + (oh + ki) * wp + kj;
+          const T* src = row + oh * g.out_width;
+          for (int64_t ow = 0; ow < g.out_width; ++ow) dst[ow] += src[ow];
+        }
+      }
+    T* plane = dx + c * g.height * g.width;
+    for (int64_t h = 0; h < g.height; ++h) {
+      const T* src = pad + (h + g.padding) * wp + g.padding;
+      for (int64_t w = 0; w < g.width; ++w) plane[h * g.width + w] = src[w];
+    }
+  }
+}
+
 // Built for AVX-512, AVX2 and baseline x86-64, picked at load time (GCC
 // target_clones): the copies are short runs, and wide stores halve their cost.
 #define BNORM_CONV_CLONES \
@@ -126,8 +150,11 @@ inline void col2im_body(const ConvGeometry& g, const T* col, T* dx) {
     else                                                                                      \
       im2col_body(g, x, col);                                                                 \
   }                                                                                           \
-  BNORM_CONV_CLONES void col2im(const ConvGeometry& g, const T* col, T* dx) {                 \
-    col2im_body(g, col, dx);                                                                  \
+  BNORM_CONV_CLONES void col2im(const ConvGeometry& g, const T* col, T* dx, T* pad) {        \
+    if (g.stride == 1)                                                                        \
+      col2im_stride1_body(g, col, dx, pad);                                                   \
+    else                                                                                      \
+      col2im_body(g, col, dx);                                                                \
   }
 BNORM_CONV_LOOPS(float)
 BNORM_CONV_LOOPS(double)
@@ -225,10 +252,8 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
   const int64_t krows = g.rows(), col_size = krows * area;
   // The forward's columns, when it kept them for this very input; else rebuilt here.
   const bool kept = columns_of_ == x.data() && columns_shape_ == x.shape();
-  if (!kept) {
-    columns_.prepare(static_cast<size_t>(col_size));
-    pads_.prepare(static_cast<size_t>((g.height + 2 * g.padding) * (g.width + 2 * g.padding)));
-  }
+  if (!kept) columns_.prepare(static_cast<size_t>(col_size));
+  pads_.prepare(static_cast<size_t>((g.height + 2 * g.padding) * (g.width + 2 * g.padding)));
   if (dx) column_grads_.prepare(static_cast<size_t>(col_size));
   weight_partials_.prepare(weight_.size());
   bias_partials_.prepare(static_cast<size_t>(cout));
@@ -259,7 +284,7 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
       if (dx) {
         T* dcol = column_grads_.get(t);
         gemm<T>(true, false, krows, area, cout, T(1), w, krows, dyn, area, T(0), dcol, area);
-        col2im(g, dcol, dx->data() + n * g.channels * g.height * g.width);
+        col2im(g, dcol, dx->data() + n * g.channels * g.height * g.width, pads_.get(t));
       }
     }
   }
