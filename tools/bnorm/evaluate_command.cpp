@@ -28,7 +28,7 @@ void run_evaluate(const EvaluateArgs& a) {
   const data::TrainTest d = load_data(a.data);
   const nn::Evaluation e = trainer.evaluate(d.test);
   std::printf("%s after %d epochs (%s): test loss %.4f, test acc %.4f on %lld examples  |  "
-              "%.0f examples/sec, %.2f s, %d threads\n",
+              "%.0f examples/sec, %.2f s, threads %d\n",
               options.model.c_str(), trainer.epochs_done(), a.checkpoint.c_str(), e.loss,
               e.accuracy, static_cast<long long>(e.examples), e.examples_per_sec, e.seconds,
               threads);

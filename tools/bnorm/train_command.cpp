@@ -152,7 +152,7 @@ void run_train(const TrainArgs& a) {
   }
 
   std::printf("%s: %lld parameters; %lld train / %lld test examples; batch %lld, lr %g, "
-              "momentum %g, weight decay %g, seed %llu, %d threads%s\n",
+              "momentum %g, weight decay %g, seed %llu, threads %d%s\n",
               options.model.c_str(), static_cast<long long>(trainer.model().parameter_count()),
               static_cast<long long>(data.train.count), static_cast<long long>(data.test.count),
               static_cast<long long>(options.batch_size), options.sgd.lr, options.sgd.momentum,
