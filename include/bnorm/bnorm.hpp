@@ -179,5 +179,6 @@ extern template class BatchNorm<double>;
 inline void set_num_threads(int n) { bnorm_set_num_threads(n); }
 inline int get_num_threads() { return bnorm_get_num_threads(); }
 inline const char* version() { return bnorm_version_string(); }
+inline const char* kernel_isa() { return bnorm_kernel_isa(); }
 
 }  // namespace bnorm

@@ -22,6 +22,7 @@ from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
 __version__ = _bnorm.__version__
 set_num_threads = _bnorm.set_num_threads
 get_num_threads = _bnorm.get_num_threads
+kernel_isa = _bnorm.kernel_isa
 
 __all__ = [
     "batch_norm",
@@ -33,5 +34,6 @@ __all__ = [
     "BatchNorm3d",
     "set_num_threads",
     "get_num_threads",
+    "kernel_isa",
     "__version__",
 ]

@@ -343,5 +343,7 @@ PYBIND11_MODULE(_bnorm, m) {
   m.def("set_num_threads", &bnorm::set_num_threads, py::arg("n"),
         "Threads for every call; n <= 0 restores the default. Results do not depend on it.");
   m.def("get_num_threads", &bnorm::get_num_threads);
+  m.def("kernel_isa", &bnorm::kernel_isa,
+        "The compiled variant of the kernels this CPU runs, e.g. 'x86-64-v4 (AVX-512)'.");
   m.attr("__version__") = bnorm::version();
 }

@@ -3,7 +3,7 @@
 // recent Xeons (Sapphire/Emerald Rapids): it falls back to its SSE3 "Prescott"
 // kernels, 2-3x slower here. Loading it ourselves lets us name the kernel family
 // from the CPU's features first (OPENBLAS_CORETYPE), unless the user already has.
-// Set BNORM_BLAS_VERBOSE=1 to print the choice.
+// Set BNORM_LOG=1 to print the choice (with the batch norm kernels' own, src/norm/threads.cpp).
 #include "nn/blas.h"
 
 #include <cblas.h>
@@ -68,7 +68,7 @@ Blas load_blas() {
          reinterpret_cast<SetThreadsFn>(symbol(lib, "openblas_set_num_threads")),
          reinterpret_cast<ConfigFn>(symbol(lib, "openblas_get_config")),
          reinterpret_cast<ConfigFn>(symbol(lib, "openblas_get_corename"))};
-  if (const char* v = std::getenv("BNORM_BLAS_VERBOSE"); v && *v && *v != '0')
+  if (const char* v = std::getenv("BNORM_LOG"); v && *v && !(v[0] == '0' && v[1] == '\0'))
     std::fprintf(stderr, "bnorm: BLAS %s (%s), kernels for %s\n", BNORM_OPENBLAS_PATH,
                  b.get_config(), b.get_corename());
   return b;

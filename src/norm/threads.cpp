@@ -1,17 +1,37 @@
 // The thread count every call uses: bnorm_set_num_threads(n), or OpenMP's default.
+// Also the debug log: with BNORM_LOG set (and not "0"), the first call says on stderr
+// which compiled variant of the kernels runs and with how many threads.
 #include <omp.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 
+#include "kernels/isa.h"
 #include "norm/batch_norm.h"
 
 namespace bnorm::norm {
 namespace {
 std::atomic<int> requested_threads{0};  // 0: OpenMP's default
+
+bool log_enabled() {
+  const char* v = std::getenv("BNORM_LOG");
+  return v && *v && !(v[0] == '0' && v[1] == '\0');
+}
+
+bool log_kernel_choice(int threads) {
+  if (log_enabled())
+    std::fprintf(stderr, "bnorm: batch norm kernels for %s, %d threads\n", kernels::kernel_isa(),
+                 threads);
+  return true;
+}
 }  // namespace
 
 int num_threads() {
-  const int n = requested_threads.load(std::memory_order_relaxed);
+  const int n0 = requested_threads.load(std::memory_order_relaxed);
+  static const bool logged = log_kernel_choice(n0 > 0 ? n0 : omp_get_max_threads());
+  (void)logged;
+  const int n = n0;
   return n > 0 ? n : omp_get_max_threads();
 }
 
@@ -22,3 +42,5 @@ extern "C" void bnorm_set_num_threads(int n) {
 }
 
 extern "C" int bnorm_get_num_threads(void) { return bnorm::norm::num_threads(); }
+
+extern "C" const char* bnorm_kernel_isa(void) { return bnorm::kernels::kernel_isa(); }

@@ -208,3 +208,21 @@ TEST(CppFunctional, ChecksShapesAndLengths) {
 
 }  // namespace
 }  // namespace bnorm
+
+namespace {
+
+// bnorm_kernel_isa names the variant GCC's target_clones resolver picks: the highest
+// of x86-64-v4, x86-64-v3 and baseline that the CPU supports.
+TEST(KernelIsa, NamesTheVariantThisCpuRuns) {
+  __builtin_cpu_init();
+  const std::string isa = bnorm::kernel_isa();
+  if (__builtin_cpu_supports("x86-64-v4"))
+    EXPECT_EQ(isa, "x86-64-v4 (AVX-512)");
+  else if (__builtin_cpu_supports("x86-64-v3"))
+    EXPECT_EQ(isa, "x86-64-v3 (AVX2, FMA)");
+  else
+    EXPECT_EQ(isa, "x86-64 (SSE2)");
+  EXPECT_STREQ(bnorm_kernel_isa(), bnorm::kernel_isa());
+}
+
+}  // namespace

@@ -235,3 +235,17 @@ def test_population_statistics_are_reported(tmp_path):
     assert "population stats" in r.stdout
     row = read_metrics(metrics)[0]
     assert 0 <= row["test_acc_population"] <= 1 and row["test_loss_population"] > 0
+
+
+@needs_data
+def test_debug_log_names_the_kernels_and_blas():
+    env = dict(os.environ, BNORM_LOG="1")
+    r = subprocess.run([BNORM, "bench", "--steps", "1", "--warmup", "0", "--threads", "1",
+                        "--batch-size", "64", "--train-examples", "128", "--test-examples", "64"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "bnorm: batch norm kernels for x86-64" in r.stderr
+    assert "bnorm: BLAS" in r.stderr and "kernels for" in r.stderr
+    quiet = run("bench", "--steps", "1", "--warmup", "0", "--threads", "1", "--batch-size", "64",
+                "--train-examples", "128", "--test-examples", "64")
+    assert "bnorm:" not in quiet.stderr

@@ -86,3 +86,7 @@ def test_set_num_threads_zero_or_negative_restores_default(restore_threads):
     bnorm.set_num_threads(5)
     bnorm.set_num_threads(-2)
     assert bnorm.get_num_threads() == default
+
+
+def test_kernel_isa_names_a_variant():
+    assert bnorm.kernel_isa().startswith("x86-64")
