@@ -1,0 +1,56 @@
+// Common interface of the contenders in bench_peers: each one owns its buffers,
+// allocates and first-touches them in setup(), and run() times nothing itself.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace bnorm_bench {
+
+enum class Layout { channels_first, channels_last };
+enum class Pass { forward_train, inference, backward };
+
+// dims = (N, C, spatial...); spatial may be empty for (N, C).
+struct Shape {
+  std::vector<int64_t> dims;
+  int64_t n() const { return dims[0]; }
+  int64_t c() const { return dims[1]; }
+  int64_t spatial() const {
+    int64_t s = 1;
+    for (size_t i = 2; i < dims.size(); ++i) s *= dims[i];
+    return s;
+  }
+  int64_t numel() const { return n() * c() * spatial(); }
+  std::string str() const;
+};
+
+const char *layout_name(Layout layout);
+const char *pass_name(Pass pass);
+
+// Deterministic values in [-1, 1) + offset, so every peer sees the same data.
+void fill_pattern(float *data, int64_t count, uint32_t seed, float offset = 0.0f);
+
+class Peer {
+ public:
+  virtual ~Peer() = default;
+  virtual std::string name() const = 0;
+  // Thread count for the following setup()/run() calls.
+  virtual void set_threads(int threads) = 0;
+  // Allocates and first-touches the buffers of one shape and layout. Throws
+  // (any std::exception) when the peer cannot do this case; the cell shows "-".
+  virtual void setup(const Shape &shape, Layout layout) = 0;
+  // One call of the pass on the buffers of the last setup(). Throws on failure.
+  virtual void run(Pass pass) = 0;
+  // Releases the buffers of the last setup().
+  virtual void teardown() = 0;
+};
+
+std::unique_ptr<Peer> make_bnorm_peer();
+std::unique_ptr<Peer> make_aten_peer();
+// blocked: nChw16c (channels-first only); otherwise nchw / nhwc by layout.
+std::unique_ptr<Peer> make_onednn_peer(bool blocked);
+std::unique_ptr<Peer> make_copy_peer();
+
+}  // namespace bnorm_bench

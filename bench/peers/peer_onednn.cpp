@@ -1,0 +1,131 @@
+// oneDNN (2.x API) batch normalization, scale and shift as separate buffers.
+// Spatial dims are given to oneDNN as (H, W); a (N, C) or (N, C, L) shape becomes
+// (N, C, 1, 1) or (N, C, L, 1), the same memory in nchw and nhwc.
+// oneDNN here threads with OpenMP, so omp_set_num_threads sets its thread count.
+#include <omp.h>
+
+#include <oneapi/dnnl/dnnl.hpp>
+#include <stdexcept>
+#include <unordered_map>
+#include <vector>
+
+#include "peer.hpp"
+
+namespace bnorm_bench {
+namespace {
+
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+using flags = dnnl::normalization_flags;
+
+class OnednnPeer final : public Peer {
+ public:
+  explicit OnednnPeer(bool blocked) : blocked_(blocked) {}
+
+  std::string name() const override { return blocked_ ? "onednn_nChw16c" : "onednn"; }
+  void set_threads(int threads) override { omp_set_num_threads(threads); }
+
+  void setup(const Shape &shape, Layout layout) override {
+    if (blocked_ && layout == Layout::channels_last)
+      throw std::runtime_error("nChw16c is a channels-first format");
+    if (shape.dims.size() > 4) throw std::runtime_error("only up to 4-D shapes");
+    const dnnl::memory::dims dims = {shape.n(), shape.c(),
+                                     shape.dims.size() > 2 ? shape.dims[2] : 1,
+                                     shape.dims.size() > 3 ? shape.dims[3] : 1};
+    const tag format = blocked_ ? tag::nChw16c
+                       : layout == Layout::channels_first ? tag::nchw
+                                                          : tag::nhwc;
+    const dnnl::memory::desc data(dims, dt::f32, format);
+    const dnnl::memory::desc channel({shape.c()}, dt::f32, tag::x);
+
+    const auto scale_shift = flags::use_scale | flags::use_shift;
+    forward_train_pd_ = dnnl::batch_normalization_forward::primitive_desc(
+        {dnnl::prop_kind::forward_training, data, kEps, scale_shift}, engine_);
+    forward_inference_pd_ = dnnl::batch_normalization_forward::primitive_desc(
+        {dnnl::prop_kind::forward_inference, data, kEps, scale_shift | flags::use_global_stats},
+        engine_);
+    backward_pd_ = dnnl::batch_normalization_backward::primitive_desc(
+        {dnnl::prop_kind::backward, data, data, kEps, scale_shift}, engine_, forward_train_pd_);
+    forward_train_ = dnnl::batch_normalization_forward(forward_train_pd_);
+    forward_inference_ = dnnl::batch_normalization_forward(forward_inference_pd_);
+    backward_ = dnnl::batch_normalization_backward(backward_pd_);
+
+    // Padded formats (nChw16c with C % 16 != 0) are larger than numel.
+    auto make = [&](const dnnl::memory::desc &desc, uint32_t seed, float offset, float fill) {
+      dnnl::memory memory(desc, engine_);
+      const auto count = static_cast<int64_t>(desc.get_size() / sizeof(float));
+      auto *values = static_cast<float *>(memory.get_data_handle());
+      if (seed != 0) {
+        fill_pattern(values, count, seed, offset);
+      } else {
+        for (int64_t i = 0; i < count; ++i) values[i] = fill;
+      }
+      return memory;
+    };
+    src_ = make(data, 1, 0.5f, 0.0f);
+    dst_ = make(data, 0, 0.0f, 0.0f);
+    diff_dst_ = make(data, 2, 0.0f, 0.0f);
+    diff_src_ = make(data, 0, 0.0f, 0.0f);
+    scale_ = make(channel, 0, 0.0f, 1.5f);
+    shift_ = make(channel, 0, 0.0f, 0.25f);
+    mean_ = make(channel, 0, 0.0f, 0.0f);
+    variance_ = make(channel, 0, 0.0f, 1.0f);
+    diff_scale_ = make(channel, 0, 0.0f, 0.0f);
+    diff_shift_ = make(channel, 0, 0.0f, 0.0f);
+    run(Pass::forward_train);
+  }
+
+  void run(Pass pass) override {
+    switch (pass) {
+      case Pass::forward_train:
+        forward_train_.execute(stream_, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_},
+                                         {DNNL_ARG_SCALE, scale_}, {DNNL_ARG_SHIFT, shift_},
+                                         {DNNL_ARG_MEAN, mean_}, {DNNL_ARG_VARIANCE, variance_}});
+        break;
+      case Pass::inference:
+        forward_inference_.execute(
+            stream_, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}, {DNNL_ARG_SCALE, scale_},
+                      {DNNL_ARG_SHIFT, shift_}, {DNNL_ARG_MEAN, mean_},
+                      {DNNL_ARG_VARIANCE, variance_}});
+        break;
+      case Pass::backward:
+        // oneDNN 2.6 fails to execute a use_shift backward without DNNL_ARG_SHIFT,
+        // though the shift does not enter the gradients.
+        backward_.execute(stream_, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DIFF_DST, diff_dst_},
+                                    {DNNL_ARG_MEAN, mean_}, {DNNL_ARG_VARIANCE, variance_},
+                                    {DNNL_ARG_SCALE, scale_}, {DNNL_ARG_SHIFT, shift_},
+                                    {DNNL_ARG_DIFF_SRC, diff_src_},
+                                    {DNNL_ARG_DIFF_SCALE, diff_scale_},
+                                    {DNNL_ARG_DIFF_SHIFT, diff_shift_}});
+        break;
+    }
+    stream_.wait();
+  }
+
+  void teardown() override {
+    src_ = dst_ = diff_dst_ = diff_src_ = dnnl::memory();
+    forward_train_ = dnnl::batch_normalization_forward();
+    forward_inference_ = dnnl::batch_normalization_forward();
+    backward_ = dnnl::batch_normalization_backward();
+  }
+
+ private:
+  static constexpr float kEps = 1e-5f;
+  bool blocked_;
+  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream_{engine_};
+  dnnl::batch_normalization_forward::primitive_desc forward_train_pd_, forward_inference_pd_;
+  dnnl::batch_normalization_backward::primitive_desc backward_pd_;
+  dnnl::batch_normalization_forward forward_train_, forward_inference_;
+  dnnl::batch_normalization_backward backward_;
+  dnnl::memory src_, dst_, diff_dst_, diff_src_, scale_, shift_, mean_, variance_, diff_scale_,
+      diff_shift_;
+};
+
+}  // namespace
+
+std::unique_ptr<Peer> make_onednn_peer(bool blocked) {
+  return std::make_unique<OnednnPeer>(blocked);
+}
+
+}  // namespace bnorm_bench
