@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstring>
 #include <vector>
 
 namespace bnorm::kernels {
@@ -132,6 +133,60 @@ BNORM_INLINE void shifted_sums_run(const T* x, int64_t len, double shift, double
   }
 }
 
+// float runs, written with GCC vector types: lanes 0-7 and 8-15 of the generic loop
+// as two 8-double vectors. Each element lands in the same lane and is added in the
+// same order as in the generic template, so the results are bitwise the same; but the
+// compiler no longer has to discover the pattern from 16-element arrays (which it did
+// with shuffles and stack spills). Each target clone lowers the vectors to its width.
+#ifndef BNORM_NO_VECTOR_RUNS
+typedef double Double8 __attribute__((vector_size(64)));
+typedef float Float8 __attribute__((vector_size(32)));
+static_assert(kLanes == 16, "the float runs below hold 16 lanes in two vectors");
+
+// Widens 8 floats at p to doubles (out-parameter: a 64-byte vector returned by value
+// would have a different ABI in the non-AVX-512 clones).
+BNORM_INLINE void widen8(const float* p, Double8& out) {
+  Float8 v;
+  std::memcpy(&v, p, sizeof v);
+  out = __builtin_convertvector(v, Double8);
+}
+
+BNORM_INLINE void store_lanes(const Double8& lo, const Double8& hi, double* lanes) {
+  std::memcpy(lanes, &lo, sizeof lo);
+  std::memcpy(lanes + 8, &hi, sizeof hi);
+}
+
+BNORM_INLINE void shifted_sums_run(const float* x, int64_t len, double shift, double* s1,
+                                   double* s2) {
+  const Double8 k = Double8{} + shift;
+  Double8 a1lo{}, a1hi{}, a2lo{}, a2hi{};
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    Double8 dlo, dhi;
+    widen8(x + i, dlo);
+    widen8(x + i + 8, dhi);
+    dlo -= k;
+    dhi -= k;
+    a1lo += dlo;
+    a1hi += dhi;
+    a2lo += dlo * dlo;
+    a2hi += dhi * dhi;
+  }
+  double a1[kLanes], a2[kLanes];
+  store_lanes(a1lo, a1hi, a1);
+  store_lanes(a2lo, a2hi, a2);
+  for (int l = 0; i < len; ++i, ++l) {
+    const double d = static_cast<double>(x[i]) - shift;
+    a1[l] += d;
+    a2[l] += d * d;
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    s1[l] += a1[l];
+    s2[l] += a2[l];
+  }
+}
+#endif
+
 double sum_lanes(const double* lanes) {
   double s = 0;
   for (int l = 0; l < kLanes; ++l) s += lanes[l];
@@ -202,6 +257,46 @@ BNORM_INLINE void backward_sums_run(const T* x, const T* dy, int64_t len, double
     s_xc[l] += a_xc[l];
   }
 }
+
+#ifndef BNORM_NO_VECTOR_RUNS
+BNORM_INLINE void backward_sums_run(const float* x, const float* dy, int64_t len, double center,
+                                    double* s_dy, double* s_dyxc, double* s_xc) {
+  const Double8 k = Double8{} + center;
+  Double8 glo{}, ghi{}, plo{}, phi{}, clo{}, chi{};
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    Double8 xlo, xhi, dlo, dhi;
+    widen8(x + i, xlo);
+    widen8(x + i + 8, xhi);
+    widen8(dy + i, dlo);
+    widen8(dy + i + 8, dhi);
+    xlo -= k;
+    xhi -= k;
+    glo += dlo;
+    ghi += dhi;
+    plo += dlo * xlo;
+    phi += dhi * xhi;
+    clo += xlo;
+    chi += xhi;
+  }
+  double a_dy[kLanes], a_dyxc[kLanes], a_xc[kLanes];
+  store_lanes(glo, ghi, a_dy);
+  store_lanes(plo, phi, a_dyxc);
+  store_lanes(clo, chi, a_xc);
+  for (int l = 0; i < len; ++i, ++l) {
+    const double xc = static_cast<double>(x[i]) - center;
+    const double g = static_cast<double>(dy[i]);
+    a_dy[l] += g;
+    a_dyxc[l] += g * xc;
+    a_xc[l] += xc;
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    s_dy[l] += a_dy[l];
+    s_dyxc[l] += a_dyxc[l];
+    s_xc[l] += a_xc[l];
+  }
+}
+#endif
 
 template <class T>
 BNORM_INLINE BackwardSums cf_chunk_backward_sums_impl(const T* xc, const T* dyc,
