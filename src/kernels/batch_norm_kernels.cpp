@@ -367,6 +367,136 @@ BNORM_INLINE void backward_affine_rows_impl(const T* x, const T* dy, T* dx, int6
   }
 }
 
+#ifndef BNORM_NO_VECTOR_RUNS
+// Rows of few channels (LeNet's 6): with whole rows, a chunk's values are one flat
+// run whose channel repeats with period c. Lanes of P = lcm(c, 16) <= 64 values (V =
+// P / 8 vectors) cover whole periods, so lane l always holds channel l % c; the lanes
+// fold into channels in lane order at the end. The generic loop spent a load and a
+// store per value on its in-memory accumulators, over rows only c wide.
+int64_t flat_period(int64_t c) {
+  int64_t p = 16;
+  while (p % c != 0) p += 16;
+  return p;
+}
+
+template <int V>
+BNORM_INLINE void flat_shifted_sums(const float* x, int64_t len, const double* shift,
+                                    double* s1, double* s2) {
+  constexpr int P = 8 * V;
+  Double8 k[V], a1[V], a2[V];
+  for (int v = 0; v < V; ++v) {
+    std::memcpy(&k[v], shift + 8 * v, sizeof(Double8));
+    a1[v] = Double8{};
+    a2[v] = Double8{};
+  }
+  int64_t i = 0;
+  for (; i + P <= len; i += P)
+    for (int v = 0; v < V; ++v) {
+      Double8 d;
+      widen8(x + i + 8 * v, d);
+      d -= k[v];
+      a1[v] += d;
+      a2[v] += d * d;
+    }
+  for (int v = 0; v < V; ++v) {
+    std::memcpy(s1 + 8 * v, &a1[v], sizeof(Double8));
+    std::memcpy(s2 + 8 * v, &a2[v], sizeof(Double8));
+  }
+  for (int l = 0; i < len; ++i, ++l) {
+    const double d = static_cast<double>(x[i]) - shift[l];
+    s1[l] += d;
+    s2[l] += d * d;
+  }
+}
+
+template <int V>
+BNORM_INLINE void flat_backward_sums(const float* x, const float* dy, int64_t len,
+                                     const double* center, double* s_dy, double* s_dyxc,
+                                     double* s_xc) {
+  constexpr int P = 8 * V;
+  Double8 k[V], g[V], p[V], q[V];
+  for (int v = 0; v < V; ++v) {
+    std::memcpy(&k[v], center + 8 * v, sizeof(Double8));
+    g[v] = Double8{};
+    p[v] = Double8{};
+    q[v] = Double8{};
+  }
+  int64_t i = 0;
+  for (; i + P <= len; i += P)
+    for (int v = 0; v < V; ++v) {
+      Double8 xc, d;
+      widen8(x + i + 8 * v, xc);
+      widen8(dy + i + 8 * v, d);
+      xc -= k[v];
+      g[v] += d;
+      p[v] += d * xc;
+      q[v] += xc;
+    }
+  for (int v = 0; v < V; ++v) {
+    std::memcpy(s_dy + 8 * v, &g[v], sizeof(Double8));
+    std::memcpy(s_dyxc + 8 * v, &p[v], sizeof(Double8));
+    std::memcpy(s_xc + 8 * v, &q[v], sizeof(Double8));
+  }
+  for (int l = 0; i < len; ++i, ++l) {
+    const double xc = static_cast<double>(x[i]) - center[l];
+    const double d = static_cast<double>(dy[i]);
+    s_dy[l] += d;
+    s_dyxc[l] += d * xc;
+    s_xc[l] += xc;
+  }
+}
+
+// Calls f.template operator()<V>() for V = period / 8 (period 16..64).
+template <class F>
+BNORM_INLINE void with_vectors(int64_t period, F&& f) {
+  switch (period / 8) {
+    case 2: f.template operator()<2>(); break;
+    case 4: f.template operator()<4>(); break;
+    case 6: f.template operator()<6>(); break;
+    default: f.template operator()<8>(); break;
+  }
+}
+
+BNORM_INLINE bool flat_rows(int64_t ld, int64_t c0, int64_t c1) {
+  // From 16 channels on, the generic loop is as fast (measured: (256,16,8,8)).
+  return c0 == 0 && c1 == ld && ld < 16 && flat_period(ld) <= 64;
+}
+
+BNORM_INLINE void rows_shifted_sums_impl(const float* x, int64_t ld, int64_t r0, int64_t r1,
+                                         int64_t c0, int64_t c1, ShiftedSums* out) {
+  if (!flat_rows(ld, c0, c1)) return rows_shifted_sums_impl<float>(x, ld, r0, r1, c0, c1, out);
+  const int64_t period = flat_period(ld);
+  double shift[64], s1[64], s2[64];
+  for (int64_t l = 0; l < period; ++l) shift[l] = static_cast<double>(x[l % ld]);
+  with_vectors(period, [&]<int V>() {
+    flat_shifted_sums<V>(x + r0 * ld, (r1 - r0) * ld, shift, s1, s2);
+  });
+  for (int64_t ch = 0; ch < ld; ++ch) out[ch] = ShiftedSums{0, 0};
+  for (int64_t l = 0; l < period; ++l) {
+    out[l % ld].s1 += s1[l];
+    out[l % ld].s2 += s2[l];
+  }
+}
+
+BNORM_INLINE void rows_backward_sums_impl(const float* x, const float* dy, int64_t ld,
+                                          int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                                          const float* center, BackwardSums* out) {
+  if (!flat_rows(ld, c0, c1))
+    return rows_backward_sums_impl<float>(x, dy, ld, r0, r1, c0, c1, center, out);
+  const int64_t period = flat_period(ld);
+  double k[64], a[64], b[64], q[64];
+  for (int64_t l = 0; l < period; ++l) k[l] = static_cast<double>(center[l % ld]);
+  with_vectors(period, [&]<int V>() {
+    flat_backward_sums<V>(x + r0 * ld, dy + r0 * ld, (r1 - r0) * ld, k, a, b, q);
+  });
+  for (int64_t ch = 0; ch < ld; ++ch) out[ch] = BackwardSums{};
+  for (int64_t l = 0; l < period; ++l) {
+    BackwardSums& o = out[l % ld];
+    o = BackwardSums{o.dy_sum + a[l], o.dy_xc_sum + b[l], o.xc_sum + q[l]};
+  }
+}
+#endif
+
 // One compiled clone set per hot loop and element type.
 #define BNORM_DEFINE_HOT_LOOPS(T)                                                          \
   BNORM_CLONES Moments cf_chunk_moments(const T* xc, const ChannelsFirstChunks& plan,      \
