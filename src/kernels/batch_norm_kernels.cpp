@@ -497,6 +497,57 @@ BNORM_INLINE void rows_backward_sums_impl(const float* x, const float* dy, int64
 }
 #endif
 
+#ifndef BNORM_NO_VECTOR_RUNS
+// The elementwise passes over rows of fewer than 16 channels, as one flat run with
+// the coefficients repeated to the same period P = lcm(c, 16): blocks of P values
+// instead of rows of c. Same formula per value, so the same bits.
+BNORM_INLINE void affine_rows_impl(const float* x, float* y, int64_t ld, int64_t r0, int64_t r1,
+                                   const ChannelAffine<float>& a) {
+  if (!flat_rows(ld, 0, ld)) return affine_rows_impl<float>(x, y, ld, r0, r1, a);
+  const int64_t period = flat_period(ld);
+  float hi[64], lo[64], scale[64], shift[64];
+  for (int64_t l = 0; l < period; ++l) {
+    hi[l] = a.center_hi[l % ld];
+    lo[l] = a.center_lo[l % ld];
+    scale[l] = a.scale[l % ld];
+    shift[l] = a.shift[l % ld];
+  }
+  const float* xs = x + r0 * ld;
+  float* ys = y + r0 * ld;
+  const int64_t len = (r1 - r0) * ld;
+  int64_t i = 0;
+  for (; i + period <= len; i += period)
+    for (int64_t l = 0; l < period; ++l)
+      ys[i + l] = ((xs[i + l] - hi[l]) - lo[l]) * scale[l] + shift[l];
+  for (int64_t l = 0; i < len; ++i, ++l) ys[i] = ((xs[i] - hi[l]) - lo[l]) * scale[l] + shift[l];
+}
+
+BNORM_INLINE void backward_affine_rows_impl(const float* x, const float* dy, float* dx,
+                                            int64_t ld, int64_t r0, int64_t r1,
+                                            const BackwardAffine<float>& a) {
+  if (!flat_rows(ld, 0, ld)) return backward_affine_rows_impl<float>(x, dy, dx, ld, r0, r1, a);
+  const int64_t period = flat_period(ld);
+  float hi[64], lo[64], k[64], q[64], r[64];
+  for (int64_t l = 0; l < period; ++l) {
+    hi[l] = a.center_hi[l % ld];
+    lo[l] = a.center_lo[l % ld];
+    k[l] = a.k[l % ld];
+    q[l] = a.q[l % ld];
+    r[l] = a.r[l % ld];
+  }
+  const float* xs = x + r0 * ld;
+  const float* gs = dy + r0 * ld;
+  float* ds = dx + r0 * ld;
+  const int64_t len = (r1 - r0) * ld;
+  int64_t i = 0;
+  for (; i + period <= len; i += period)
+    for (int64_t l = 0; l < period; ++l)
+      ds[i + l] = gs[i + l] * k[l] + ((xs[i + l] - hi[l]) - lo[l]) * q[l] + r[l];
+  for (int64_t l = 0; i < len; ++i, ++l)
+    ds[i] = gs[i] * k[l] + ((xs[i] - hi[l]) - lo[l]) * q[l] + r[l];
+}
+#endif
+
 // One compiled clone set per hot loop and element type.
 #define BNORM_DEFINE_HOT_LOOPS(T)                                                          \
   BNORM_CLONES Moments cf_chunk_moments(const T* xc, const ChannelsFirstChunks& plan,      \
