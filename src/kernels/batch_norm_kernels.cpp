@@ -108,84 +108,123 @@ struct RowChunks {
 
 // ---- hot loops (scalar formula above each) ----------------------------------------
 
-// s1[l] += sum(x - shift), s2[l] += sum((x - shift)^2) over one contiguous run, lane l
-// taking every kLanes-th value from the start of the run.
-template <class T>
-BNORM_INLINE void shifted_sums_run(const T* x, int64_t len, double shift, double* s1,
-                                   double* s2) {
-  double a1[kLanes] = {}, a2[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= len; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const double d = static_cast<double>(x[i + l]) - shift;
-      a1[l] += d;
-      a2[l] += d * d;
-    }
-  }
-  for (int l = 0; i < len; ++i, ++l) {
-    const double d = static_cast<double>(x[i]) - shift;
-    a1[l] += d;
-    a2[l] += d * d;
-  }
-  for (int l = 0; l < kLanes; ++l) {
-    s1[l] += a1[l];
-    s2[l] += a2[l];
-  }
-}
-
-// float runs, written with GCC vector types: lanes 0-7 and 8-15 of the generic loop
-// as two 8-double vectors. Each element lands in the same lane and is added in the
-// same order as in the generic template, so the results are bitwise the same; but the
-// compiler no longer has to discover the pattern from 16-element arrays (which it did
-// with shuffles and stack spills). Each target clone lowers the vectors to its width.
-#ifndef BNORM_NO_VECTOR_RUNS
+// The reductions keep their partial sums in lanes: lane l of P = 8V lanes takes the
+// run's values l, l + P, l + 2P, ... (a run's tail goes to lanes 0, 1, ...). The lanes
+// are held as V vectors of 8 doubles (GCC vector types; each target clone lowers them
+// to its width), so the compiler keeps them in registers instead of spilling arrays.
+// Channels-first runs use P = 16 with one shift for all lanes; rows of c < 16 channels
+// use P = lcm(c, 16) as one flat run, lane l then always being channel l % c.
 typedef double Double8 __attribute__((vector_size(64)));
 typedef float Float8 __attribute__((vector_size(32)));
-static_assert(kLanes == 16, "the float runs below hold 16 lanes in two vectors");
+constexpr int kMaxLanes = 64;
 
-// Widens 8 floats at p to doubles (out-parameter: a 64-byte vector returned by value
-// would have a different ABI in the non-AVX-512 clones).
-BNORM_INLINE void widen8(const float* p, Double8& out) {
+// 8 values at p as doubles (out-parameter: a 64-byte vector returned by value would
+// have a different ABI in the non-AVX-512 clones).
+BNORM_INLINE void load8(const float* p, Double8& out) {
   Float8 v;
   std::memcpy(&v, p, sizeof v);
   out = __builtin_convertvector(v, Double8);
 }
+BNORM_INLINE void load8(const double* p, Double8& out) { std::memcpy(&out, p, sizeof out); }
 
-BNORM_INLINE void store_lanes(const Double8& lo, const Double8& hi, double* lanes) {
-  std::memcpy(lanes, &lo, sizeof lo);
-  std::memcpy(lanes + 8, &hi, sizeof hi);
-}
-
-BNORM_INLINE void shifted_sums_run(const float* x, int64_t len, double shift, double* s1,
-                                   double* s2) {
-  const Double8 k = Double8{} + shift;
-  Double8 a1lo{}, a1hi{}, a2lo{}, a2hi{};
+// d = x - shift[l]:  s1[l] += sum(d),  s2[l] += sum(d^2)  over one contiguous run.
+template <int V, class T>
+BNORM_INLINE void lane_shifted_sums(const T* x, int64_t len, const double* shift, double* s1,
+                                    double* s2) {
+  constexpr int P = 8 * V;
+  Double8 k[V], a1[V], a2[V];
+  for (int v = 0; v < V; ++v) {
+    load8(shift + 8 * v, k[v]);
+    a1[v] = Double8{};
+    a2[v] = Double8{};
+  }
   int64_t i = 0;
-  for (; i + kLanes <= len; i += kLanes) {
-    Double8 dlo, dhi;
-    widen8(x + i, dlo);
-    widen8(x + i + 8, dhi);
-    dlo -= k;
-    dhi -= k;
-    a1lo += dlo;
-    a1hi += dhi;
-    a2lo += dlo * dlo;
-    a2hi += dhi * dhi;
-  }
-  double a1[kLanes], a2[kLanes];
-  store_lanes(a1lo, a1hi, a1);
-  store_lanes(a2lo, a2hi, a2);
+  for (; i + P <= len; i += P)
+    for (int v = 0; v < V; ++v) {
+      Double8 d;
+      load8(x + i + 8 * v, d);
+      d -= k[v];
+      a1[v] += d;
+      a2[v] += d * d;
+    }
+  double b1[P], b2[P];
+  std::memcpy(b1, a1, sizeof b1);
+  std::memcpy(b2, a2, sizeof b2);
   for (int l = 0; i < len; ++i, ++l) {
-    const double d = static_cast<double>(x[i]) - shift;
-    a1[l] += d;
-    a2[l] += d * d;
+    const double d = static_cast<double>(x[i]) - shift[l];
+    b1[l] += d;
+    b2[l] += d * d;
   }
-  for (int l = 0; l < kLanes; ++l) {
-    s1[l] += a1[l];
-    s2[l] += a2[l];
+  for (int l = 0; l < P; ++l) {
+    s1[l] += b1[l];
+    s2[l] += b2[l];
   }
 }
-#endif
+
+// xc = x - center[l]:  s_dy[l] += sum(dy),  s_dyxc[l] += sum(dy * xc),  s_xc[l] += sum(xc).
+template <int V, class T>
+BNORM_INLINE void lane_backward_sums(const T* x, const T* dy, int64_t len, const double* center,
+                                     double* s_dy, double* s_dyxc, double* s_xc) {
+  constexpr int P = 8 * V;
+  Double8 k[V], g[V], p[V], q[V];
+  for (int v = 0; v < V; ++v) {
+    load8(center + 8 * v, k[v]);
+    g[v] = Double8{};
+    p[v] = Double8{};
+    q[v] = Double8{};
+  }
+  int64_t i = 0;
+  for (; i + P <= len; i += P)
+    for (int v = 0; v < V; ++v) {
+      Double8 xc, d;
+      load8(x + i + 8 * v, xc);
+      load8(dy + i + 8 * v, d);
+      xc -= k[v];
+      g[v] += d;
+      p[v] += d * xc;
+      q[v] += xc;
+    }
+  double bg[P], bp[P], bq[P];
+  std::memcpy(bg, g, sizeof bg);
+  std::memcpy(bp, p, sizeof bp);
+  std::memcpy(bq, q, sizeof bq);
+  for (int l = 0; i < len; ++i, ++l) {
+    const double xc = static_cast<double>(x[i]) - center[l];
+    const double d = static_cast<double>(dy[i]);
+    bg[l] += d;
+    bp[l] += d * xc;
+    bq[l] += xc;
+  }
+  for (int l = 0; l < P; ++l) {
+    s_dy[l] += bg[l];
+    s_dyxc[l] += bp[l];
+    s_xc[l] += bq[l];
+  }
+}
+
+// Runs `call` with V = lanes / 8 as a constant (lanes in {16, 32, 48, 64}). A switch
+// in the caller, not a lambda: a lambda's body would be compiled outside the caller's
+// target clone, at the baseline instruction set.
+#define BNORM_WITH_LANES(lanes, call) \
+  switch ((lanes) / 8) {              \
+    case 2: { constexpr int V = 2; call; } break; \
+    case 4: { constexpr int V = 4; call; } break; \
+    case 6: { constexpr int V = 6; call; } break; \
+    default: { constexpr int V = 8; call; } break; \
+  }
+
+// Lanes for rows of c channels run flat: lcm(c, 16).
+int64_t flat_period(int64_t c) {
+  int64_t p = 16;
+  while (p % c != 0) p += 16;
+  return p;
+}
+
+// Whole rows of fewer than 16 channels run flat (with lcm(c, 16) <= 64 lanes); from 16
+// channels on the column loop is as fast (measured at (256,16,8,8)).
+BNORM_INLINE bool flat_rows(int64_t ld, int64_t c0, int64_t c1) {
+  return c0 == 0 && c1 == ld && ld < 16 && flat_period(ld) <= kMaxLanes;
+}
 
 double sum_lanes(const double* lanes) {
   double s = 0;
@@ -197,9 +236,11 @@ double sum_lanes(const double* lanes) {
 template <class T>
 BNORM_INLINE Moments cf_chunk_moments_impl(const T* xc, const ChannelsFirstChunks& plan,
                                            int64_t chunk, double shift) {
-  double s1[kLanes] = {}, s2[kLanes] = {};
+  static_assert(kLanes == 16, "channels-first runs use 16 lanes");
+  double k[kLanes], s1[kLanes] = {}, s2[kLanes] = {};
+  for (double& v : k) v = shift;
   plan.for_each_segment(chunk, [&](int64_t offset, int64_t len) {
-    shifted_sums_run(xc + offset, len, shift, s1, s2);
+    lane_shifted_sums<2>(xc + offset, len, k, s1, s2);
   });
   return moments_from_shifted_sums(static_cast<double>(plan.values_in(chunk)), shift,
                                    sum_lanes(s1), sum_lanes(s2));
@@ -216,6 +257,15 @@ template <class T>
 BNORM_INLINE void rows_shifted_sums_impl(const T* x, int64_t ld, int64_t r0, int64_t r1,
                                          int64_t c0, int64_t c1, ShiftedSums* out) {
   const int64_t width = c1 - c0;
+  if (flat_rows(ld, c0, c1)) {
+    const int64_t lanes = flat_period(ld);
+    double k[kMaxLanes], s1[kMaxLanes] = {}, s2[kMaxLanes] = {};
+    for (int64_t l = 0; l < lanes; ++l) k[l] = static_cast<double>(x[l % ld]);
+    BNORM_WITH_LANES(lanes, (lane_shifted_sums<V>(x + r0 * ld, (r1 - r0) * ld, k, s1, s2)));
+    for (int64_t j = 0; j < width; ++j) out[j] = ShiftedSums{};
+    for (int64_t l = 0; l < lanes; ++l) out[l % ld] = ShiftedSums{out[l % ld].s1 + s1[l], out[l % ld].s2 + s2[l]};
+    return;
+  }
   double s1[kColumnBlock] = {}, s2[kColumnBlock] = {};
   for (int64_t r = r0; r < r1; ++r) {
     const T* row = x + r * ld + c0;
@@ -228,83 +278,14 @@ BNORM_INLINE void rows_shifted_sums_impl(const T* x, int64_t ld, int64_t r0, int
   for (int64_t j = 0; j < width; ++j) out[j] = ShiftedSums{s1[j], s2[j]};
 }
 
-// Backward sums over one contiguous run: xc = x - center,
-//   a_dy += dy, a_dyxc += dy * xc, a_xc += xc.
-template <class T>
-BNORM_INLINE void backward_sums_run(const T* x, const T* dy, int64_t len, double center,
-                                    double* s_dy, double* s_dyxc, double* s_xc) {
-  double a_dy[kLanes] = {}, a_dyxc[kLanes] = {}, a_xc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= len; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const double xc = static_cast<double>(x[i + l]) - center;
-      const double g = static_cast<double>(dy[i + l]);
-      a_dy[l] += g;
-      a_dyxc[l] += g * xc;
-      a_xc[l] += xc;
-    }
-  }
-  for (int l = 0; i < len; ++i, ++l) {
-    const double xc = static_cast<double>(x[i]) - center;
-    const double g = static_cast<double>(dy[i]);
-    a_dy[l] += g;
-    a_dyxc[l] += g * xc;
-    a_xc[l] += xc;
-  }
-  for (int l = 0; l < kLanes; ++l) {
-    s_dy[l] += a_dy[l];
-    s_dyxc[l] += a_dyxc[l];
-    s_xc[l] += a_xc[l];
-  }
-}
-
-#ifndef BNORM_NO_VECTOR_RUNS
-BNORM_INLINE void backward_sums_run(const float* x, const float* dy, int64_t len, double center,
-                                    double* s_dy, double* s_dyxc, double* s_xc) {
-  const Double8 k = Double8{} + center;
-  Double8 glo{}, ghi{}, plo{}, phi{}, clo{}, chi{};
-  int64_t i = 0;
-  for (; i + kLanes <= len; i += kLanes) {
-    Double8 xlo, xhi, dlo, dhi;
-    widen8(x + i, xlo);
-    widen8(x + i + 8, xhi);
-    widen8(dy + i, dlo);
-    widen8(dy + i + 8, dhi);
-    xlo -= k;
-    xhi -= k;
-    glo += dlo;
-    ghi += dhi;
-    plo += dlo * xlo;
-    phi += dhi * xhi;
-    clo += xlo;
-    chi += xhi;
-  }
-  double a_dy[kLanes], a_dyxc[kLanes], a_xc[kLanes];
-  store_lanes(glo, ghi, a_dy);
-  store_lanes(plo, phi, a_dyxc);
-  store_lanes(clo, chi, a_xc);
-  for (int l = 0; i < len; ++i, ++l) {
-    const double xc = static_cast<double>(x[i]) - center;
-    const double g = static_cast<double>(dy[i]);
-    a_dy[l] += g;
-    a_dyxc[l] += g * xc;
-    a_xc[l] += xc;
-  }
-  for (int l = 0; l < kLanes; ++l) {
-    s_dy[l] += a_dy[l];
-    s_dyxc[l] += a_dyxc[l];
-    s_xc[l] += a_xc[l];
-  }
-}
-#endif
-
 template <class T>
 BNORM_INLINE BackwardSums cf_chunk_backward_sums_impl(const T* xc, const T* dyc,
                                                       const ChannelsFirstChunks& plan,
                                                       int64_t chunk, double center) {
-  double s_dy[kLanes] = {}, s_dyxc[kLanes] = {}, s_xc[kLanes] = {};
+  double k[kLanes], s_dy[kLanes] = {}, s_dyxc[kLanes] = {}, s_xc[kLanes] = {};
+  for (double& v : k) v = center;
   plan.for_each_segment(chunk, [&](int64_t offset, int64_t len) {
-    backward_sums_run(xc + offset, dyc + offset, len, center, s_dy, s_dyxc, s_xc);
+    lane_backward_sums<2>(xc + offset, dyc + offset, len, k, s_dy, s_dyxc, s_xc);
   });
   return BackwardSums{sum_lanes(s_dy), sum_lanes(s_dyxc), sum_lanes(s_xc)};
 }
@@ -314,6 +295,18 @@ BNORM_INLINE void rows_backward_sums_impl(const T* x, const T* dy, int64_t ld, i
                                           int64_t r1, int64_t c0, int64_t c1,
                                           const T* center, BackwardSums* out) {
   const int64_t width = c1 - c0;
+  if (flat_rows(ld, c0, c1)) {
+    const int64_t lanes = flat_period(ld);
+    double k[kMaxLanes], a[kMaxLanes] = {}, b[kMaxLanes] = {}, q[kMaxLanes] = {};
+    for (int64_t l = 0; l < lanes; ++l) k[l] = static_cast<double>(center[l % ld]);
+    BNORM_WITH_LANES(lanes, (lane_backward_sums<V>(x + r0 * ld, dy + r0 * ld, (r1 - r0) * ld, k, a, b, q)));
+    for (int64_t j = 0; j < width; ++j) out[j] = BackwardSums{};
+    for (int64_t l = 0; l < lanes; ++l) {
+      BackwardSums& o = out[l % ld];
+      o = BackwardSums{o.dy_sum + a[l], o.dy_xc_sum + b[l], o.xc_sum + q[l]};
+    }
+    return;
+  }
   double s_dy[kColumnBlock] = {}, s_dyxc[kColumnBlock] = {}, s_xc[kColumnBlock] = {};
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * ld + c0;
@@ -335,10 +328,34 @@ BNORM_INLINE void affine_run_impl(const T* x, T* y, int64_t len, T hi, T lo, T s
   for (int64_t i = 0; i < len; ++i) y[i] = ((x[i] - hi) - lo) * scale + shift;
 }
 
-// The same across a row of channels [c0, c1).
+// The coefficient arrays of rows of ld channels repeated to `period` values, for the
+// flat elementwise passes: out[l] = in[l % ld].
+template <class T>
+BNORM_INLINE void repeat_to_period(const T* in, int64_t ld, int64_t period, T* out) {
+  for (int64_t l = 0; l < period; ++l) out[l] = in[l % ld];
+}
+
+// The same across rows of channels; rows of fewer than 16 channels as one flat run in
+// blocks of lcm(c, 16) values (same formula per value, so the same bits).
 template <class T>
 BNORM_INLINE void affine_rows_impl(const T* x, T* y, int64_t ld, int64_t r0, int64_t r1,
                                    const ChannelAffine<T>& a) {
+  if (flat_rows(ld, 0, ld)) {
+    const int64_t period = flat_period(ld), len = (r1 - r0) * ld;
+    T hi[kMaxLanes], lo[kMaxLanes], scale[kMaxLanes], shift[kMaxLanes];
+    repeat_to_period(a.center_hi, ld, period, hi);
+    repeat_to_period(a.center_lo, ld, period, lo);
+    repeat_to_period(a.scale, ld, period, scale);
+    repeat_to_period(a.shift, ld, period, shift);
+    const T* xs = x + r0 * ld;
+    T* ys = y + r0 * ld;
+    int64_t i = 0;
+    for (; i + period <= len; i += period)
+      for (int64_t l = 0; l < period; ++l)
+        ys[i + l] = ((xs[i + l] - hi[l]) - lo[l]) * scale[l] + shift[l];
+    for (int64_t l = 0; i < len; ++i, ++l) ys[i] = ((xs[i] - hi[l]) - lo[l]) * scale[l] + shift[l];
+    return;
+  }
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * ld;
     T* yr = y + r * ld;
@@ -358,6 +375,25 @@ template <class T>
 BNORM_INLINE void backward_affine_rows_impl(const T* x, const T* dy, T* dx, int64_t ld,
                                             int64_t r0, int64_t r1,
                                             const BackwardAffine<T>& a) {
+  if (flat_rows(ld, 0, ld)) {
+    const int64_t period = flat_period(ld), len = (r1 - r0) * ld;
+    T hi[kMaxLanes], lo[kMaxLanes], k[kMaxLanes], q[kMaxLanes], r[kMaxLanes];
+    repeat_to_period(a.center_hi, ld, period, hi);
+    repeat_to_period(a.center_lo, ld, period, lo);
+    repeat_to_period(a.k, ld, period, k);
+    repeat_to_period(a.q, ld, period, q);
+    repeat_to_period(a.r, ld, period, r);
+    const T* xs = x + r0 * ld;
+    const T* gs = dy + r0 * ld;
+    T* ds = dx + r0 * ld;
+    int64_t i = 0;
+    for (; i + period <= len; i += period)
+      for (int64_t l = 0; l < period; ++l)
+        ds[i + l] = gs[i + l] * k[l] + ((xs[i + l] - hi[l]) - lo[l]) * q[l] + r[l];
+    for (int64_t l = 0; i < len; ++i, ++l)
+      ds[i] = gs[i] * k[l] + ((xs[i] - hi[l]) - lo[l]) * q[l] + r[l];
+    return;
+  }
   for (int64_t row = r0; row < r1; ++row) {
     const T* xr = x + row * ld;
     const T* gr = dy + row * ld;
@@ -366,187 +402,6 @@ BNORM_INLINE void backward_affine_rows_impl(const T* x, const T* dy, T* dx, int6
       dr[j] = gr[j] * a.k[j] + ((xr[j] - a.center_hi[j]) - a.center_lo[j]) * a.q[j] + a.r[j];
   }
 }
-
-#ifndef BNORM_NO_VECTOR_RUNS
-// Rows of few channels (LeNet's 6): with whole rows, a chunk's values are one flat
-// run whose channel repeats with period c. Lanes of P = lcm(c, 16) <= 64 values (V =
-// P / 8 vectors) cover whole periods, so lane l always holds channel l % c; the lanes
-// fold into channels in lane order at the end. The generic loop spent a load and a
-// store per value on its in-memory accumulators, over rows only c wide.
-int64_t flat_period(int64_t c) {
-  int64_t p = 16;
-  while (p % c != 0) p += 16;
-  return p;
-}
-
-template <int V>
-BNORM_INLINE void flat_shifted_sums(const float* x, int64_t len, const double* shift,
-                                    double* s1, double* s2) {
-  constexpr int P = 8 * V;
-  Double8 k[V], a1[V], a2[V];
-  for (int v = 0; v < V; ++v) {
-    std::memcpy(&k[v], shift + 8 * v, sizeof(Double8));
-    a1[v] = Double8{};
-    a2[v] = Double8{};
-  }
-  int64_t i = 0;
-  for (; i + P <= len; i += P)
-    for (int v = 0; v < V; ++v) {
-      Double8 d;
-      widen8(x + i + 8 * v, d);
-      d -= k[v];
-      a1[v] += d;
-      a2[v] += d * d;
-    }
-  for (int v = 0; v < V; ++v) {
-    std::memcpy(s1 + 8 * v, &a1[v], sizeof(Double8));
-    std::memcpy(s2 + 8 * v, &a2[v], sizeof(Double8));
-  }
-  for (int l = 0; i < len; ++i, ++l) {
-    const double d = static_cast<double>(x[i]) - shift[l];
-    s1[l] += d;
-    s2[l] += d * d;
-  }
-}
-
-template <int V>
-BNORM_INLINE void flat_backward_sums(const float* x, const float* dy, int64_t len,
-                                     const double* center, double* s_dy, double* s_dyxc,
-                                     double* s_xc) {
-  constexpr int P = 8 * V;
-  Double8 k[V], g[V], p[V], q[V];
-  for (int v = 0; v < V; ++v) {
-    std::memcpy(&k[v], center + 8 * v, sizeof(Double8));
-    g[v] = Double8{};
-    p[v] = Double8{};
-    q[v] = Double8{};
-  }
-  int64_t i = 0;
-  for (; i + P <= len; i += P)
-    for (int v = 0; v < V; ++v) {
-      Double8 xc, d;
-      widen8(x + i + 8 * v, xc);
-      widen8(dy + i + 8 * v, d);
-      xc -= k[v];
-      g[v] += d;
-      p[v] += d * xc;
-      q[v] += xc;
-    }
-  for (int v = 0; v < V; ++v) {
-    std::memcpy(s_dy + 8 * v, &g[v], sizeof(Double8));
-    std::memcpy(s_dyxc + 8 * v, &p[v], sizeof(Double8));
-    std::memcpy(s_xc + 8 * v, &q[v], sizeof(Double8));
-  }
-  for (int l = 0; i < len; ++i, ++l) {
-    const double xc = static_cast<double>(x[i]) - center[l];
-    const double d = static_cast<double>(dy[i]);
-    s_dy[l] += d;
-    s_dyxc[l] += d * xc;
-    s_xc[l] += xc;
-  }
-}
-
-// Calls f.template operator()<V>() for V = period / 8 (period 16..64).
-template <class F>
-BNORM_INLINE void with_vectors(int64_t period, F&& f) {
-  switch (period / 8) {
-    case 2: f.template operator()<2>(); break;
-    case 4: f.template operator()<4>(); break;
-    case 6: f.template operator()<6>(); break;
-    default: f.template operator()<8>(); break;
-  }
-}
-
-BNORM_INLINE bool flat_rows(int64_t ld, int64_t c0, int64_t c1) {
-  // From 16 channels on, the generic loop is as fast (measured: (256,16,8,8)).
-  return c0 == 0 && c1 == ld && ld < 16 && flat_period(ld) <= 64;
-}
-
-BNORM_INLINE void rows_shifted_sums_impl(const float* x, int64_t ld, int64_t r0, int64_t r1,
-                                         int64_t c0, int64_t c1, ShiftedSums* out) {
-  if (!flat_rows(ld, c0, c1)) return rows_shifted_sums_impl<float>(x, ld, r0, r1, c0, c1, out);
-  const int64_t period = flat_period(ld);
-  double shift[64], s1[64], s2[64];
-  for (int64_t l = 0; l < period; ++l) shift[l] = static_cast<double>(x[l % ld]);
-  with_vectors(period, [&]<int V>() {
-    flat_shifted_sums<V>(x + r0 * ld, (r1 - r0) * ld, shift, s1, s2);
-  });
-  for (int64_t ch = 0; ch < ld; ++ch) out[ch] = ShiftedSums{0, 0};
-  for (int64_t l = 0; l < period; ++l) {
-    out[l % ld].s1 += s1[l];
-    out[l % ld].s2 += s2[l];
-  }
-}
-
-BNORM_INLINE void rows_backward_sums_impl(const float* x, const float* dy, int64_t ld,
-                                          int64_t r0, int64_t r1, int64_t c0, int64_t c1,
-                                          const float* center, BackwardSums* out) {
-  if (!flat_rows(ld, c0, c1))
-    return rows_backward_sums_impl<float>(x, dy, ld, r0, r1, c0, c1, center, out);
-  const int64_t period = flat_period(ld);
-  double k[64], a[64], b[64], q[64];
-  for (int64_t l = 0; l < period; ++l) k[l] = static_cast<double>(center[l % ld]);
-  with_vectors(period, [&]<int V>() {
-    flat_backward_sums<V>(x + r0 * ld, dy + r0 * ld, (r1 - r0) * ld, k, a, b, q);
-  });
-  for (int64_t ch = 0; ch < ld; ++ch) out[ch] = BackwardSums{};
-  for (int64_t l = 0; l < period; ++l) {
-    BackwardSums& o = out[l % ld];
-    o = BackwardSums{o.dy_sum + a[l], o.dy_xc_sum + b[l], o.xc_sum + q[l]};
-  }
-}
-#endif
-
-#ifndef BNORM_NO_VECTOR_RUNS
-// The elementwise passes over rows of fewer than 16 channels, as one flat run with
-// the coefficients repeated to the same period P = lcm(c, 16): blocks of P values
-// instead of rows of c. Same formula per value, so the same bits.
-BNORM_INLINE void affine_rows_impl(const float* x, float* y, int64_t ld, int64_t r0, int64_t r1,
-                                   const ChannelAffine<float>& a) {
-  if (!flat_rows(ld, 0, ld)) return affine_rows_impl<float>(x, y, ld, r0, r1, a);
-  const int64_t period = flat_period(ld);
-  float hi[64], lo[64], scale[64], shift[64];
-  for (int64_t l = 0; l < period; ++l) {
-    hi[l] = a.center_hi[l % ld];
-    lo[l] = a.center_lo[l % ld];
-    scale[l] = a.scale[l % ld];
-    shift[l] = a.shift[l % ld];
-  }
-  const float* xs = x + r0 * ld;
-  float* ys = y + r0 * ld;
-  const int64_t len = (r1 - r0) * ld;
-  int64_t i = 0;
-  for (; i + period <= len; i += period)
-    for (int64_t l = 0; l < period; ++l)
-      ys[i + l] = ((xs[i + l] - hi[l]) - lo[l]) * scale[l] + shift[l];
-  for (int64_t l = 0; i < len; ++i, ++l) ys[i] = ((xs[i] - hi[l]) - lo[l]) * scale[l] + shift[l];
-}
-
-BNORM_INLINE void backward_affine_rows_impl(const float* x, const float* dy, float* dx,
-                                            int64_t ld, int64_t r0, int64_t r1,
-                                            const BackwardAffine<float>& a) {
-  if (!flat_rows(ld, 0, ld)) return backward_affine_rows_impl<float>(x, dy, dx, ld, r0, r1, a);
-  const int64_t period = flat_period(ld);
-  float hi[64], lo[64], k[64], q[64], r[64];
-  for (int64_t l = 0; l < period; ++l) {
-    hi[l] = a.center_hi[l % ld];
-    lo[l] = a.center_lo[l % ld];
-    k[l] = a.k[l % ld];
-    q[l] = a.q[l % ld];
-    r[l] = a.r[l % ld];
-  }
-  const float* xs = x + r0 * ld;
-  const float* gs = dy + r0 * ld;
-  float* ds = dx + r0 * ld;
-  const int64_t len = (r1 - r0) * ld;
-  int64_t i = 0;
-  for (; i + period <= len; i += period)
-    for (int64_t l = 0; l < period; ++l)
-      ds[i + l] = gs[i + l] * k[l] + ((xs[i + l] - hi[l]) - lo[l]) * q[l] + r[l];
-  for (int64_t l = 0; i < len; ++i, ++l)
-    ds[i] = gs[i] * k[l] + ((xs[i] - hi[l]) - lo[l]) * q[l] + r[l];
-}
-#endif
 
 // One compiled clone set per hot loop and element type.
 #define BNORM_DEFINE_HOT_LOOPS(T)                                                          \
