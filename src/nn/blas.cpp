@@ -105,10 +105,6 @@ void gemm<double>(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alph
 
 void load_blas() { blas(); }
 
-std::string blas_description() {
-  return std::string(blas().get_config()) + ", kernels for " + blas().get_corename();
-}
-
 int set_engine_threads(int threads) {
   if (threads < 1) throw std::invalid_argument("threads: expected at least 1");
   omp_set_dynamic(0);  // teams of exactly `threads`: the partial sums' order depends on it

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 
 namespace bnorm::nn {
 
@@ -23,7 +22,5 @@ int engine_threads();
 // never has to load it.
 void load_blas();
 
-// The BLAS in use: OpenBLAS's build configuration and the kernel family it runs.
-std::string blas_description();
 
 }  // namespace bnorm::nn

@@ -121,12 +121,6 @@ const CheckpointTensor* Checkpoint::find(const std::string& name) const {
   return nullptr;
 }
 
-const std::string& Checkpoint::get(const std::string& key) const {
-  const auto it = meta.find(key);
-  if (it == meta.end()) throw CheckpointError("checkpoint: missing metadata '" + key + "'");
-  return it->second;
-}
-
 void write_checkpoint(const std::string& path, const Checkpoint& c) {
   Writer w;
   w.bytes(kMagic, sizeof kMagic);

@@ -40,8 +40,6 @@ struct Checkpoint {
   std::vector<CheckpointTensor> tensors;
 
   const CheckpointTensor* find(const std::string& name) const;
-  // Throws CheckpointError naming the key when it is missing.
-  const std::string& get(const std::string& key) const;
 };
 
 inline constexpr uint32_t kCheckpointVersion = 1;

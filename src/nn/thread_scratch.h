@@ -30,7 +30,6 @@ class ThreadScratch {
     for (auto& b : buffers_)
       for (size_t i = 0; i < size_; ++i) b[i] = T(0);
   }
-  size_t threads() const { return buffers_.size(); }
   size_t size() const { return size_; }
 
   // out[i] = sum over threads, in thread order, of buffer[t][i].

@@ -41,8 +41,6 @@ BNORM_NN_CLONES void sigmoid_loop(const float* x, float* y, int64_t n) {
 
 }  // namespace
 
-float vector_expf(float t) { return exp_approx(t); }
-
 void sigmoid_forward(const float* x, float* y, int64_t n) { sigmoid_loop(x, y, n); }
 
 void sigmoid_forward(const double* x, double* y, int64_t n) {

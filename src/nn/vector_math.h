@@ -17,7 +17,4 @@ namespace bnorm::nn {
 void sigmoid_forward(const float* x, float* y, int64_t n);
 void sigmoid_forward(const double* x, double* y, int64_t n);  // std::exp, for tests
 
-// The exp used by sigmoid_forward(float), exposed for its accuracy test.
-float vector_expf(float t);
-
 }  // namespace bnorm::nn

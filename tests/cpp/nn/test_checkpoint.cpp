@@ -73,9 +73,9 @@ TEST_F(CheckpointFile, RoundTripKeepsEverything) {
   t.save(path_);
   EXPECT_FALSE(fs::exists(path_ + ".tmp." + std::to_string(::getpid())));
   const Checkpoint c = read_checkpoint(path_);
-  EXPECT_EQ(c.get("model"), "lenet-bn");
-  EXPECT_EQ(c.get("epoch"), "1");
-  EXPECT_EQ(c.get("dtype"), "float32");
+  EXPECT_EQ(c.meta.at("model"), "lenet-bn");
+  EXPECT_EQ(c.meta.at("epoch"), "1");
+  EXPECT_EQ(c.meta.at("dtype"), "float32");
   ASSERT_NE(c.find("model.1.running_var"), nullptr);
   ASSERT_NE(c.find("model.1.num_batches_tracked"), nullptr);
   ASSERT_NE(c.find("optimizer.momentum_buffer.0.weight"), nullptr);
@@ -196,7 +196,7 @@ TEST_F(CheckpointFile, RewriteReplacesAtomically) {
   t.save(path_);
   t.train_epoch(testing::synthetic_images(64, 12), nullptr);
   t.save(path_);
-  EXPECT_EQ(read_checkpoint(path_).get("epoch"), "2");
+  EXPECT_EQ(read_checkpoint(path_).meta.at("epoch"), "2");
   size_t files = 0;
   for (const auto& e : fs::directory_iterator(dir_)) files += e.is_regular_file() ? 1 : 0;
   EXPECT_EQ(files, 1u);  // no temporary left behind
