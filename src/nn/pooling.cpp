@@ -5,47 +5,31 @@
 
 namespace bnorm::nn {
 
-namespace {
-
-// `layer` describes the layer for the message; it is called only on an error, so the
-// per-batch path builds no strings.
-template <class Describe>
-Shape pooled_shape(const Describe& layer, const Shape& in, int64_t k, int64_t s) {
-  if (in.rank() != 4 || in[2] < k || in[3] < k) {
-    std::ostringstream m;
-    m << layer() << ": expected input (N, C, H, W) with H, W >= " << k << ", got " << in.str();
-    throw std::invalid_argument(m.str());
-  }
-  return {in[0], in[1], (in[2] - k) / s + 1, (in[3] - k) / s + 1};
+template <class T>
+Pool2d<T>::Pool2d(const char* name, int64_t kernel_size, int64_t stride)
+    : name_(name), kernel_(kernel_size), stride_(stride == 0 ? kernel_size : stride) {
+  if (kernel_size < 1) throw std::invalid_argument(std::string(name) + ": kernel_size must be at least 1");
+  if (stride < 0) throw std::invalid_argument(std::string(name) + ": stride must be at least 1");
 }
 
-void check_window(const char* who, int64_t kernel, int64_t stride) {
-  if (kernel < 1) throw std::invalid_argument(std::string(who) + ": kernel_size must be at least 1");
-  if (stride < 0) throw std::invalid_argument(std::string(who) + ": stride must be at least 1");
-}
-
-std::string window_text(const char* who, int64_t kernel, int64_t stride) {
+template <class T>
+std::string Pool2d<T>::describe() const {
   std::ostringstream s;
-  s << who << "(kernel_size=" << kernel;
-  if (stride != kernel) s << ", stride=" << stride;
+  s << name_ << "(kernel_size=" << kernel_;
+  if (stride_ != kernel_) s << ", stride=" << stride_;
   s << ")";
   return s.str();
 }
 
-}  // namespace
-
 template <class T>
-AvgPool2d<T>::AvgPool2d(int64_t kernel_size, int64_t stride)
-    : kernel_(kernel_size), stride_(stride == 0 ? kernel_size : stride) {
-  check_window("AvgPool2d", kernel_size, stride);
-}
-
-template <class T>
-std::string AvgPool2d<T>::describe() const { return window_text("AvgPool2d", kernel_, stride_); }
-
-template <class T>
-Shape AvgPool2d<T>::output_shape(const Shape& in) const {
-  return pooled_shape([this] { return describe(); }, in, kernel_, stride_);
+Shape Pool2d<T>::output_shape(const Shape& in) const {
+  if (in.rank() != 4 || in[2] < kernel_ || in[3] < kernel_) {  // the message only on error
+    std::ostringstream m;
+    m << describe() << ": expected input (N, C, H, W) with H, W >= " << kernel_ << ", got "
+      << in.str();
+    throw std::invalid_argument(m.str());
+  }
+  return {in[0], in[1], (in[2] - kernel_) / stride_ + 1, (in[3] - kernel_) / stride_ + 1};
 }
 
 template <class T>
@@ -109,20 +93,6 @@ void AvgPool2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Te
 }
 
 template <class T>
-MaxPool2d<T>::MaxPool2d(int64_t kernel_size, int64_t stride)
-    : kernel_(kernel_size), stride_(stride == 0 ? kernel_size : stride) {
-  check_window("MaxPool2d", kernel_size, stride);
-}
-
-template <class T>
-std::string MaxPool2d<T>::describe() const { return window_text("MaxPool2d", kernel_, stride_); }
-
-template <class T>
-Shape MaxPool2d<T>::output_shape(const Shape& in) const {
-  return pooled_shape([this] { return describe(); }, in, kernel_, stride_);
-}
-
-template <class T>
 void MaxPool2d<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
   const int64_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3);
   const int64_t ho = y.dim(2), wo = y.dim(3);
@@ -163,6 +133,8 @@ void MaxPool2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Te
   }
 }
 
+template class Pool2d<float>;
+template class Pool2d<double>;
 template class AvgPool2d<float>;
 template class AvgPool2d<double>;
 template class MaxPool2d<float>;
