@@ -7,11 +7,11 @@ Every weight, bias, running statistic and counter bnorm writes must be as close 
 float64 run as PyTorch's own float32 run is (within a small factor), and the epoch's
 loss, accuracies and test metrics must agree.
 """
-import gzip
 import json
 import os
 import struct
 import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -21,6 +21,9 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+# The d2l models (with their Xavier init) and the IDX loader of the LeNet benchmark.
+from compare_lenet_torch import load_split, make_model as d2l_model  # noqa: E402
 BNORM = os.environ.get("BNORM_CLI", os.path.join(ROOT, "build", "bnorm"))
 FASHION = "/usr/share/datasets/fashion-mnist"
 pytestmark = [
@@ -32,31 +35,9 @@ pytestmark = [
 N_TRAIN, N_TEST, BATCH, LR = 640, 256, 64, 1.0  # 10 steps
 
 
-def d2l_model(name):
-    if name == "lenet":
-        layers = [nn.Conv2d(1, 6, 5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2, 2),
-                  nn.Conv2d(6, 16, 5), nn.Sigmoid(), nn.AvgPool2d(2, 2), nn.Flatten(),
-                  nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(),
-                  nn.Linear(84, 10)]
-    else:
-        layers = [nn.Conv2d(1, 6, 5), nn.BatchNorm2d(6), nn.Sigmoid(), nn.AvgPool2d(2, 2),
-                  nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.Sigmoid(), nn.AvgPool2d(2, 2),
-                  nn.Flatten(), nn.Linear(256, 120), nn.BatchNorm1d(120), nn.Sigmoid(),
-                  nn.Linear(120, 84), nn.BatchNorm1d(84), nn.Sigmoid(), nn.Linear(84, 10)]
-    net = nn.Sequential(*layers)
-    for m in net:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight)
-    return net
-
-
 def load(prefix, n):
-    with gzip.open(os.path.join(FASHION, f"{prefix}-images-idx3-ubyte.gz")) as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16)[: n * 784]
-    with gzip.open(os.path.join(FASHION, f"{prefix}-labels-idx1-ubyte.gz")) as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
-    x = images.reshape(n, 1, 28, 28).astype(np.float32) / np.float32(255)
-    return torch.from_numpy(x), torch.from_numpy(labels.astype(np.int64))
+    x, y = load_split(FASHION, prefix)
+    return x[:n], y[:n]
 
 
 # --- the checkpoint format of docs/training.md --------------------------------------
