@@ -6,6 +6,7 @@ installed by scripts/install-deps), so the whole file takes seconds.
 """
 import gzip
 import json
+import math
 import os
 import struct
 import subprocess
@@ -249,3 +250,37 @@ def test_debug_log_names_the_kernels_and_blas():
     quiet = run("bench", "--steps", "1", "--warmup", "0", "--threads", "1", "--batch-size", "64",
                 "--train-examples", "128", "--test-examples", "64")
     assert "bnorm:" not in quiet.stderr
+
+
+@needs_data
+def test_resume_drops_metrics_lines_past_the_checkpoint(tmp_path):
+    # A run that wrote epoch 2's line but died before saving epoch 2's checkpoint: the
+    # resumed run must not leave epoch 2 twice.
+    metrics, ckpt = tmp_path / "m.jsonl", tmp_path / "c.ckpt"
+    assert run("train", "--epochs", "1", *SMALL, "--metrics", str(metrics),
+               "--checkpoint", str(ckpt)).returncode == 0
+    with open(metrics, "a") as f:
+        f.write(json.dumps({"epoch": 2, "train_loss": 9.0}) + "\n")
+    r = run("train", "--epochs", "2", *SMALL, "--resume", str(ckpt), "--metrics", str(metrics))
+    assert r.returncode == 0, r.stderr
+    rows = read_metrics(metrics)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[1]["train_loss"] != 9.0
+
+
+@needs_data
+def test_a_diverged_run_still_writes_json_python_reads(tmp_path):
+    metrics = tmp_path / "m.jsonl"
+    r = run("train", "--model", "mlp", "--lr", "1e30", "--epochs", "1", *SMALL,
+            "--metrics", str(metrics))
+    assert r.returncode == 0, r.stderr
+    row = read_metrics(metrics)[0]  # json.loads accepts NaN / Infinity
+    assert math.isnan(row["train_loss"]) or math.isinf(row["train_loss"])
+
+
+@needs_data
+def test_bench_with_fewer_examples_than_a_batch_is_a_usage_error():
+    r = run("bench", "--train-examples", "10", "--batch-size", "64", "--steps", "1",
+            "--threads", "1")
+    line = one_line_error(r, 2)
+    assert "--train-examples" in line and "--batch-size" in line

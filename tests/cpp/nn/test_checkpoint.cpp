@@ -204,3 +204,17 @@ TEST_F(CheckpointFile, RewriteReplacesAtomically) {
 
 }  // namespace
 }  // namespace bnorm::nn
+
+namespace bnorm::nn {
+namespace {
+
+TEST_F(CheckpointFile, DuplicateTensorNamesAreRejected) {
+  Trainer t = trained();
+  Checkpoint c = t.to_checkpoint();
+  c.tensors.push_back(c.tensors.front());  // a valid file that names a tensor twice
+  write_checkpoint(path_, c);
+  EXPECT_THAT(read_error(), HasSubstr("tensor model.0.weight appears twice"));
+}
+
+}  // namespace
+}  // namespace bnorm::nn

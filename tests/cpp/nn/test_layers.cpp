@@ -846,3 +846,30 @@ TEST(LayerModels, VggStateIncludesTheDropoutCounter) {
 
 }  // namespace
 }  // namespace bnorm::nn
+
+namespace bnorm::nn {
+namespace {
+
+// Dropout's backward follows what its last forward did, whatever the mode is now: a
+// training forward then eval() before backward still routes the gradient through the
+// mask, and an eval forward then train() passes it straight through.
+TEST(Dropout, BackwardFollowsTheLastForward) {
+  Dropout<double> drop(0.5, 7);
+  Tensor<double> x(Shape{4, 64}), y(Shape{4, 64}), dy(Shape{4, 64}), dx(Shape{4, 64});
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = 1.0 + static_cast<double>(i);
+  dy.fill(1.0);
+
+  drop.set_training(true);
+  drop.forward(x, y);
+  drop.set_training(false);
+  drop.backward(x, y, dy, &dx);
+  for (int64_t i = 0; i < x.numel(); ++i) EXPECT_EQ(dx[i], y[i] / x[i]) << i;  // 0 or 2
+
+  drop.forward(x, y);  // eval: identity
+  drop.set_training(true);
+  drop.backward(x, y, dy, &dx);
+  for (int64_t i = 0; i < x.numel(); ++i) EXPECT_EQ(dx[i], 1.0) << i;
+}
+
+}  // namespace
+}  // namespace bnorm::nn
