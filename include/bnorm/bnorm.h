@@ -121,6 +121,44 @@ bnorm_status bnorm_batch_norm_backward_inference_f32(
     const float *running_mean, const float *running_var, double eps,
     float *dweight, float *dbias);
 
+/* ---- fused batch norm + ReLU, float32 ---------------------------------------------
+   out = max(bn(x), 0) in one pass over the data (oneDNN's fuse_norm_relu): the forwards
+   take the arguments of their plain twins and write out into y (a NaN stays NaN, as
+   torch.relu). relu_mask, when not NULL, receives the ReLU's bit mask: bnorm_relu_mask_bytes
+   bytes; value i of the tensor (index in memory order, whatever the layout) is bit i % 8
+   of byte i / 8, set when !(out_i <= 0); the last byte's unused bits are 0.
+   The backwards take dy = d loss / d out and the ReLU's gate from exactly one of y (the
+   fused forward's output) and relu_mask (its bit mask; the other NULL): dy_i counts
+   where !(y_i <= 0) / the bit is set, and as 0 elsewhere, as torch's threshold_backward.
+   dx may equal dy. */
+
+/* Bytes of the ReLU bit mask of n * c * spatial values: ceil(n * c * spatial / 8);
+   -1 when a size is negative or the product overflows int64_t. */
+int64_t bnorm_relu_mask_bytes(int64_t n, int64_t c, int64_t spatial);
+
+bnorm_status bnorm_batch_norm_relu_forward_training_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, float *y, const float *weight, const float *bias, double eps,
+    const bnorm_running_stats_update *update, float *running_mean, float *running_var,
+    float *save_mean, float *save_invstd, uint8_t *relu_mask);
+
+bnorm_status bnorm_batch_norm_relu_forward_inference_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, float *y, const float *weight, const float *bias,
+    const float *running_mean, const float *running_var, double eps, uint8_t *relu_mask);
+
+bnorm_status bnorm_batch_norm_relu_backward_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, const float *y, const uint8_t *relu_mask, const float *dy, float *dx,
+    const float *weight, const float *save_mean, const float *save_invstd,
+    float *dweight, float *dbias);
+
+bnorm_status bnorm_batch_norm_relu_backward_inference_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, const float *y, const uint8_t *relu_mask, const float *dy, float *dx,
+    const float *weight, const float *running_mean, const float *running_var, double eps,
+    float *dweight, float *dbias);
+
 /* ---- float64: the same functions over double ------------------------------------ */
 
 bnorm_status bnorm_batch_norm_forward_training_f64(
@@ -150,6 +188,31 @@ bnorm_status bnorm_batch_norm_backward_inference_f64(
     bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
     const double *x, const double *dy, double *dx, const double *weight,
     const double *running_mean, const double *running_var, double eps,
+    double *dweight, double *dbias);
+
+/* ---- fused batch norm + ReLU, float64 --------------------------------------------- */
+
+bnorm_status bnorm_batch_norm_relu_forward_training_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, double *y, const double *weight, const double *bias, double eps,
+    const bnorm_running_stats_update *update, double *running_mean, double *running_var,
+    double *save_mean, double *save_invstd, uint8_t *relu_mask);
+
+bnorm_status bnorm_batch_norm_relu_forward_inference_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, double *y, const double *weight, const double *bias,
+    const double *running_mean, const double *running_var, double eps, uint8_t *relu_mask);
+
+bnorm_status bnorm_batch_norm_relu_backward_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, const double *y, const uint8_t *relu_mask, const double *dy, double *dx,
+    const double *weight, const double *save_mean, const double *save_invstd,
+    double *dweight, double *dbias);
+
+bnorm_status bnorm_batch_norm_relu_backward_inference_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, const double *y, const uint8_t *relu_mask, const double *dy, double *dx,
+    const double *weight, const double *running_mean, const double *running_var, double eps,
     double *dweight, double *dbias);
 
 /* ---- errors, threads, version ---------------------------------------------------- */

@@ -103,6 +103,43 @@ void batch_norm_backward_inference(const TensorView<const T>& x, const TensorVie
                                    std::span<const T> running_var, double eps,
                                    std::span<T> dweight, std::span<T> dbias);
 
+// ---- fused batch norm + ReLU (bnorm.h: out = max(bn(x), 0), one pass) -----------------
+// relu_mask: empty, or bnorm_relu_mask_bytes(N, C, spatial) bytes receiving the ReLU's bit
+// mask. The backwards take dy = d loss / d out and the gate from exactly one of y (the
+// fused forward's output; y.data == nullptr: not given) and relu_mask (empty: not given).
+
+template <class T>
+void batch_norm_relu_forward_training(const TensorView<const T>& x, const TensorView<T>& y,
+                                      std::span<const T> weight, std::span<const T> bias,
+                                      double eps, const RunningStatsUpdate& update,
+                                      std::span<T> running_mean, std::span<T> running_var,
+                                      std::span<T> save_mean, std::span<T> save_invstd,
+                                      std::span<uint8_t> relu_mask);
+
+template <class T>
+void batch_norm_relu_forward_inference(const TensorView<const T>& x, const TensorView<T>& y,
+                                       std::span<const T> weight, std::span<const T> bias,
+                                       std::span<const T> running_mean,
+                                       std::span<const T> running_var, double eps,
+                                       std::span<uint8_t> relu_mask);
+
+template <class T>
+void batch_norm_relu_backward(const TensorView<const T>& x, const TensorView<const T>& y,
+                              std::span<const uint8_t> relu_mask, const TensorView<const T>& dy,
+                              const TensorView<T>& dx, std::span<const T> weight,
+                              std::span<const T> save_mean, std::span<const T> save_invstd,
+                              std::span<T> dweight, std::span<T> dbias);
+
+template <class T>
+void batch_norm_relu_backward_inference(const TensorView<const T>& x,
+                                        const TensorView<const T>& y,
+                                        std::span<const uint8_t> relu_mask,
+                                        const TensorView<const T>& dy, const TensorView<T>& dx,
+                                        std::span<const T> weight,
+                                        std::span<const T> running_mean,
+                                        std::span<const T> running_var, double eps,
+                                        std::span<T> dweight, std::span<T> dbias);
+
 // ---- the module ----------------------------------------------------------------------
 
 struct BatchNormOptions {

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/relu_mask.h"
 #include "norm/batch_norm.h"
 
 namespace {
@@ -111,11 +112,64 @@ const bnorm_running_stats_update default_update = plain_update(0.1);
       bnorm::norm::backward_inference<T>(op, {layout, n, c, spatial}, x, dy, dx, weight,       \
                                          running_mean, running_var, eps, dweight, dbias);      \
     });                                                                                        \
+  }                                                                                            \
+  extern "C" bnorm_status bnorm_batch_norm_relu_forward_training_##SUFFIX(                     \
+      bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, const T* x, T* y,           \
+      const T* weight, const T* bias, double eps, const bnorm_running_stats_update* update,    \
+      T* running_mean, T* running_var, T* save_mean, T* save_invstd, uint8_t* relu_mask) {     \
+    const char* op = "bnorm_batch_norm_relu_forward_training_" #SUFFIX;                        \
+    return guarded(op, [&] {                                                                   \
+      bnorm::norm::forward_training<T>(op, {layout, n, c, spatial}, x, y, weight, bias, eps,   \
+                                       update ? *update : default_update, running_mean,        \
+                                       running_var, save_mean, save_invstd,                    \
+                                       bnorm::norm::ReluOutput{true, relu_mask});              \
+    });                                                                                        \
+  }                                                                                            \
+  extern "C" bnorm_status bnorm_batch_norm_relu_forward_inference_##SUFFIX(                    \
+      bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, const T* x, T* y,           \
+      const T* weight, const T* bias, const T* running_mean, const T* running_var,             \
+      double eps, uint8_t* relu_mask) {                                                        \
+    const char* op = "bnorm_batch_norm_relu_forward_inference_" #SUFFIX;                       \
+    return guarded(op, [&] {                                                                   \
+      bnorm::norm::forward_inference<T>(op, {layout, n, c, spatial}, x, y, weight, bias,       \
+                                        running_mean, running_var, eps,                        \
+                                        bnorm::norm::ReluOutput{true, relu_mask});             \
+    });                                                                                        \
+  }                                                                                            \
+  extern "C" bnorm_status bnorm_batch_norm_relu_backward_##SUFFIX(                             \
+      bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, const T* x, const T* y,     \
+      const uint8_t* relu_mask, const T* dy, T* dx, const T* weight, const T* save_mean,       \
+      const T* save_invstd, T* dweight, T* dbias) {                                            \
+    const char* op = "bnorm_batch_norm_relu_backward_" #SUFFIX;                                \
+    return guarded(op, [&] {                                                                   \
+      bnorm::norm::backward<T>(op, {layout, n, c, spatial}, x, dy, dx, weight, save_mean,      \
+                               save_invstd, dweight, dbias, true,                              \
+                               bnorm::norm::ReluGate<T>{y, relu_mask});                        \
+    });                                                                                        \
+  }                                                                                            \
+  extern "C" bnorm_status bnorm_batch_norm_relu_backward_inference_##SUFFIX(                   \
+      bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, const T* x, const T* y,     \
+      const uint8_t* relu_mask, const T* dy, T* dx, const T* weight, const T* running_mean,    \
+      const T* running_var, double eps, T* dweight, T* dbias) {                                \
+    const char* op = "bnorm_batch_norm_relu_backward_inference_" #SUFFIX;                      \
+    return guarded(op, [&] {                                                                   \
+      bnorm::norm::backward_inference<T>(op, {layout, n, c, spatial}, x, dy, dx, weight,       \
+                                         running_mean, running_var, eps, dweight, dbias, true, \
+                                         bnorm::norm::ReluGate<T>{y, relu_mask});              \
+    });                                                                                        \
   }
 
 BNORM_DEFINE_C_API(float, f32)
 BNORM_DEFINE_C_API(double, f64)
 #undef BNORM_DEFINE_C_API
+
+extern "C" int64_t bnorm_relu_mask_bytes(int64_t n, int64_t c, int64_t spatial) {
+  int64_t count = 0;
+  if (n < 0 || c < 0 || spatial < 0 || __builtin_mul_overflow(n, c, &count) ||
+      __builtin_mul_overflow(count, spatial, &count))
+    return -1;
+  return bnorm::kernels::relu_mask_bytes(count);
+}
 
 extern "C" const char* bnorm_last_error(void) { return last_error.c_str(); }
 

@@ -45,6 +45,42 @@ norm::Problem problem_of(const char* op, const TensorView<const T>& x) {
   return norm::problem_from_sizes(op, "x", x.sizes, x.layout);
 }
 
+bnorm_running_stats_update c_update(const char* op, const RunningStatsUpdate& update) {
+  if (!update.momentum && !update.num_batches_tracked)
+    throw Error(BNORM_ERROR_NULL_POINTER,
+                std::string(op) + ": momentum std::nullopt (the cumulative average) needs "
+                                  "update.num_batches_tracked, the count of batches seen");
+  if (update.momentum && *update.momentum == BNORM_MOMENTUM_CUMULATIVE)
+    throw Error(BNORM_ERROR_INVALID_VALUE,
+                std::string(op) + ": momentum must be in [0, 1], got " +
+                    std::to_string(*update.momentum) +
+                    " (for the cumulative average pass std::nullopt)");
+  return bnorm_running_stats_update{update.momentum.value_or(BNORM_MOMENTUM_CUMULATIVE),
+                                    static_cast<bnorm_running_var_estimator>(update.running_var),
+                                    update.num_batches_tracked};
+}
+
+// nullptr for an empty mask, else the data after checking its length: one bit per value.
+template <class B>
+B* relu_mask_of(const char* op, std::span<B> mask, const norm::Problem& p) {
+  if (mask.empty()) return nullptr;
+  const int64_t bytes = bnorm_relu_mask_bytes(p.n, p.c, p.spatial);
+  if (static_cast<int64_t>(mask.size()) != bytes)
+    throw Error(BNORM_ERROR_SHAPE_MISMATCH,
+                std::string(op) + ": relu_mask has " + std::to_string(mask.size()) +
+                    " bytes, expected " + std::to_string(bytes) + " (one bit per value of x)");
+  return mask.data();
+}
+
+// The fused backward's gate: y (checked against x) or the mask.
+template <class T>
+norm::ReluGate<T> gate_of(const char* op, const TensorView<const T>& y,
+                          std::span<const uint8_t> relu_mask, const TensorView<const T>& x,
+                          const norm::Problem& p) {
+  if (y.data) check_same_shape(op, "y", y, x);
+  return norm::ReluGate<T>{y.data, relu_mask_of(op, relu_mask, p)};
+}
+
 }  // namespace
 
 template <class T>
@@ -56,18 +92,7 @@ void batch_norm_forward_training(const TensorView<const T>& x, const TensorView<
   const char* op = "batch_norm_forward_training";
   const norm::Problem p = problem_of(op, x);
   check_same_shape(op, "y", y, x);
-  if (!update.momentum && !update.num_batches_tracked)
-    throw Error(BNORM_ERROR_NULL_POINTER,
-                std::string(op) + ": momentum std::nullopt (the cumulative average) needs "
-                                  "update.num_batches_tracked, the count of batches seen");
-  if (update.momentum && *update.momentum == BNORM_MOMENTUM_CUMULATIVE)
-    throw Error(BNORM_ERROR_INVALID_VALUE,
-                std::string(op) + ": momentum must be in [0, 1], got " +
-                    std::to_string(*update.momentum) +
-                    " (for the cumulative average pass std::nullopt)");
-  const bnorm_running_stats_update u{update.momentum.value_or(BNORM_MOMENTUM_CUMULATIVE),
-                                     static_cast<bnorm_running_var_estimator>(update.running_var),
-                                     update.num_batches_tracked};
+  const bnorm_running_stats_update u = c_update(op, update);
   api::allocation_failures_as_errors(op, [&] {
     norm::forward_training<T>(op, p, x.data, y.data, per_channel(op, "weight", weight, p.c),
                               per_channel(op, "bias", bias, p.c), eps, u,
@@ -131,6 +156,90 @@ void batch_norm_backward_inference(const TensorView<const T>& x, const TensorVie
   });
 }
 
+template <class T>
+void batch_norm_relu_forward_training(const TensorView<const T>& x, const TensorView<T>& y,
+                                      std::span<const T> weight, std::span<const T> bias,
+                                      double eps, const RunningStatsUpdate& update,
+                                      std::span<T> running_mean, std::span<T> running_var,
+                                      std::span<T> save_mean, std::span<T> save_invstd,
+                                      std::span<uint8_t> relu_mask) {
+  const char* op = "batch_norm_relu_forward_training";
+  const norm::Problem p = problem_of(op, x);
+  check_same_shape(op, "y", y, x);
+  const bnorm_running_stats_update u = c_update(op, update);
+  const norm::ReluOutput relu{true, relu_mask_of(op, relu_mask, p)};
+  api::allocation_failures_as_errors(op, [&] {
+    norm::forward_training<T>(op, p, x.data, y.data, per_channel(op, "weight", weight, p.c),
+                              per_channel(op, "bias", bias, p.c), eps, u,
+                              per_channel(op, "running_mean", running_mean, p.c),
+                              per_channel(op, "running_var", running_var, p.c),
+                              per_channel(op, "save_mean", save_mean, p.c),
+                              per_channel(op, "save_invstd", save_invstd, p.c), relu);
+  });
+}
+
+template <class T>
+void batch_norm_relu_forward_inference(const TensorView<const T>& x, const TensorView<T>& y,
+                                       std::span<const T> weight, std::span<const T> bias,
+                                       std::span<const T> running_mean,
+                                       std::span<const T> running_var, double eps,
+                                       std::span<uint8_t> relu_mask) {
+  const char* op = "batch_norm_relu_forward_inference";
+  const norm::Problem p = problem_of(op, x);
+  check_same_shape(op, "y", y, x);
+  const norm::ReluOutput relu{true, relu_mask_of(op, relu_mask, p)};
+  api::allocation_failures_as_errors(op, [&] {
+    norm::forward_inference<T>(op, p, x.data, y.data, per_channel(op, "weight", weight, p.c),
+                               per_channel(op, "bias", bias, p.c),
+                               per_channel(op, "running_mean", running_mean, p.c),
+                               per_channel(op, "running_var", running_var, p.c), eps, relu);
+  });
+}
+
+template <class T>
+void batch_norm_relu_backward(const TensorView<const T>& x, const TensorView<const T>& y,
+                              std::span<const uint8_t> relu_mask, const TensorView<const T>& dy,
+                              const TensorView<T>& dx, std::span<const T> weight,
+                              std::span<const T> save_mean, std::span<const T> save_invstd,
+                              std::span<T> dweight, std::span<T> dbias) {
+  const char* op = "batch_norm_relu_backward";
+  const norm::Problem p = problem_of(op, x);
+  check_same_shape(op, "dy", dy, x);
+  if (dx.data) check_same_shape(op, "dx", dx, x);
+  const norm::ReluGate<T> gate = gate_of(op, y, relu_mask, x, p);
+  api::allocation_failures_as_errors(op, [&] {
+    norm::backward<T>(op, p, x.data, dy.data, dx.data, per_channel(op, "weight", weight, p.c),
+                      per_channel(op, "save_mean", save_mean, p.c),
+                      per_channel(op, "save_invstd", save_invstd, p.c),
+                      per_channel(op, "dweight", dweight, p.c), per_channel(op, "dbias", dbias, p.c),
+                      true, gate);
+  });
+}
+
+template <class T>
+void batch_norm_relu_backward_inference(const TensorView<const T>& x,
+                                        const TensorView<const T>& y,
+                                        std::span<const uint8_t> relu_mask,
+                                        const TensorView<const T>& dy, const TensorView<T>& dx,
+                                        std::span<const T> weight,
+                                        std::span<const T> running_mean,
+                                        std::span<const T> running_var, double eps,
+                                        std::span<T> dweight, std::span<T> dbias) {
+  const char* op = "batch_norm_relu_backward_inference";
+  const norm::Problem p = problem_of(op, x);
+  check_same_shape(op, "dy", dy, x);
+  if (dx.data) check_same_shape(op, "dx", dx, x);
+  const norm::ReluGate<T> gate = gate_of(op, y, relu_mask, x, p);
+  api::allocation_failures_as_errors(op, [&] {
+    norm::backward_inference<T>(op, p, x.data, dy.data, dx.data,
+                                per_channel(op, "weight", weight, p.c),
+                                per_channel(op, "running_mean", running_mean, p.c),
+                                per_channel(op, "running_var", running_var, p.c), eps,
+                                per_channel(op, "dweight", dweight, p.c),
+                                per_channel(op, "dbias", dbias, p.c), true, gate);
+  });
+}
+
 #define BNORM_INSTANTIATE(T)                                                                  \
   template void batch_norm_forward_training<T>(                                               \
       const TensorView<const T>&, const TensorView<T>&, std::span<const T>, std::span<const T>, \
@@ -146,7 +255,22 @@ void batch_norm_backward_inference(const TensorView<const T>& x, const TensorVie
   template void batch_norm_backward_inference<T>(                                             \
       const TensorView<const T>&, const TensorView<const T>&, const TensorView<T>&,           \
       std::span<const T>, std::span<const T>, std::span<const T>, double, std::span<T>,       \
-      std::span<T>);
+      std::span<T>);                                                                          \
+  template void batch_norm_relu_forward_training<T>(                                          \
+      const TensorView<const T>&, const TensorView<T>&, std::span<const T>, std::span<const T>, \
+      double, const RunningStatsUpdate&, std::span<T>, std::span<T>, std::span<T>,             \
+      std::span<T>, std::span<uint8_t>);                                                      \
+  template void batch_norm_relu_forward_inference<T>(                                         \
+      const TensorView<const T>&, const TensorView<T>&, std::span<const T>, std::span<const T>, \
+      std::span<const T>, std::span<const T>, double, std::span<uint8_t>);                    \
+  template void batch_norm_relu_backward<T>(                                                  \
+      const TensorView<const T>&, const TensorView<const T>&, std::span<const uint8_t>,       \
+      const TensorView<const T>&, const TensorView<T>&, std::span<const T>,                   \
+      std::span<const T>, std::span<const T>, std::span<T>, std::span<T>);                    \
+  template void batch_norm_relu_backward_inference<T>(                                        \
+      const TensorView<const T>&, const TensorView<const T>&, std::span<const uint8_t>,       \
+      const TensorView<const T>&, const TensorView<T>&, std::span<const T>,                   \
+      std::span<const T>, std::span<const T>, double, std::span<T>, std::span<T>);
 BNORM_INSTANTIATE(float)
 BNORM_INSTANTIATE(double)
 #undef BNORM_INSTANTIATE

@@ -14,6 +14,7 @@
 // (AVX2 + FMA) and baseline x86-64, and the loader picks one at start-up (GCC
 // target_clones). The source stays plain loops written for the vectorizer.
 #include "kernels/batch_norm_kernels.h"
+#include "kernels/relu_mask.h"
 
 #include <algorithm>
 #include <cassert>
@@ -66,17 +67,20 @@ struct ChannelsFirstChunks {
         rows_per_chunk(pieces_per_row > 1 ? 1 : std::max<int64_t>(1, kChunk / g.spatial)),
         count(pieces_per_row > 1 ? g.n * pieces_per_row : ceil_div(g.n, rows_per_chunk)) {}
 
-  // f(offset of the segment from the channel's first value, length)
-  template <class F>
-  BNORM_INLINE void for_each_segment(int64_t chunk, F&& f) const {
-    if (pieces_per_row > 1) {
-      const int64_t row = chunk / pieces_per_row;
-      const int64_t begin = (chunk % pieces_per_row) * kChunk;
-      f(row * row_stride + begin, std::min(kChunk, spatial - begin));
-      return;
-    }
-    const int64_t row_end = std::min(n, (chunk + 1) * rows_per_chunk);
-    for (int64_t row = chunk * rows_per_chunk; row < row_end; ++row) f(row * row_stride, spatial);
+  // A chunk's contiguous segments, as offsets from the channel's first value. (Plain
+  // loops over these, not a callback: a lambda's body is compiled outside the caller's
+  // target clone, at the baseline instruction set, when GCC does not inline it.)
+  int64_t segments_in(int64_t chunk) const {
+    if (pieces_per_row > 1) return 1;
+    return std::min(n, (chunk + 1) * rows_per_chunk) - chunk * rows_per_chunk;
+  }
+  int64_t segment_offset(int64_t chunk, int64_t k) const {
+    if (pieces_per_row > 1) return (chunk / pieces_per_row) * row_stride + (chunk % pieces_per_row) * kChunk;
+    return (chunk * rows_per_chunk + k) * row_stride;
+  }
+  int64_t segment_length(int64_t chunk) const {
+    if (pieces_per_row > 1) return std::min(kChunk, spatial - (chunk % pieces_per_row) * kChunk);
+    return spatial;
   }
 
   int64_t values_in(int64_t chunk) const {
@@ -161,10 +165,13 @@ BNORM_INLINE void lane_shifted_sums(const T* x, int64_t len, const double* shift
   }
 }
 
-// xc = x - center[l]:  s_dy[l] += sum(dy),  s_dyxc[l] += sum(dy * xc),  s_xc[l] += sum(xc).
-template <int V, class T>
-BNORM_INLINE void lane_backward_sums(const T* x, const T* dy, int64_t len, const double* center,
-                                     double* s_dy, double* s_dyxc, double* s_xc) {
+// xc = x - center[l], g = gated dy:
+//   s_dy[l] += sum(g),  s_dyxc[l] += sum(g * xc),  s_xc[l] += sum(xc).
+// Gated: g = !(gate <= 0) ? dy : 0 (the fused ReLU's backward), else g = dy.
+template <int V, bool Gated, class T>
+BNORM_INLINE void lane_backward_sums(const T* x, const T* dy, const T* gate, int64_t len,
+                                     const double* center, double* s_dy, double* s_dyxc,
+                                     double* s_xc) {
   constexpr int P = 8 * V;
   Double8 k[V], g[V], p[V], q[V];
   for (int v = 0; v < V; ++v) {
@@ -179,6 +186,11 @@ BNORM_INLINE void lane_backward_sums(const T* x, const T* dy, int64_t len, const
       Double8 xc, d;
       load8(x + i + 8 * v, xc);
       load8(dy + i + 8 * v, d);
+      if constexpr (Gated) {
+        Double8 gv;
+        load8(gate + i + 8 * v, gv);
+        d = gv <= Double8{} ? Double8{} : d;
+      }
       xc -= k[v];
       g[v] += d;
       p[v] += d * xc;
@@ -190,7 +202,7 @@ BNORM_INLINE void lane_backward_sums(const T* x, const T* dy, int64_t len, const
   std::memcpy(bq, q, sizeof bq);
   for (int l = 0; i < len; ++i, ++l) {
     const double xc = static_cast<double>(x[i]) - center[l];
-    const double d = static_cast<double>(dy[i]);
+    const double d = Gated && gate[i] <= 0 ? 0.0 : static_cast<double>(dy[i]);
     bg[l] += d;
     bp[l] += d * xc;
     bq[l] += xc;
@@ -200,6 +212,22 @@ BNORM_INLINE void lane_backward_sums(const T* x, const T* dy, int64_t len, const
     s_dyxc[l] += bp[l];
     s_xc[l] += bq[l];
   }
+}
+
+// Gated runs are cut into sub-pieces of kSubPiece values (a multiple of every lane
+// period, 16 to 64), so that a bit mask expands into a buffer in L1; ungated runs are
+// cut the same way, which keeps the fused backward's sums bitwise equal to the plain
+// backward's on the gated dy.
+constexpr int64_t kSubPiece = 3072;
+
+// The gate of values [index, index + len) (len <= kSubPiece): the forward's output, or
+// its mask expanded into tmp, or nullptr for none.
+template <class T>
+BNORM_INLINE const T* gate_run(const ReluGate<T>& gate, int64_t index, int64_t len, T* tmp) {
+  if (gate.y) return gate.y + index;
+  if (!gate.mask) return nullptr;
+  expand_relu_mask(gate.mask, index, len, tmp);
+  return tmp;
 }
 
 // Runs `call` with V = lanes / 8 as a constant (lanes in {16, 32, 48, 64}). A switch
@@ -239,9 +267,9 @@ BNORM_INLINE Moments cf_chunk_moments_impl(const T* xc, const ChannelsFirstChunk
   static_assert(kLanes == 16, "channels-first runs use 16 lanes");
   double k[kLanes], s1[kLanes] = {}, s2[kLanes] = {};
   for (double& v : k) v = shift;
-  plan.for_each_segment(chunk, [&](int64_t offset, int64_t len) {
-    lane_shifted_sums<2>(xc + offset, len, k, s1, s2);
-  });
+  const int64_t len = plan.segment_length(chunk);
+  for (int64_t seg = 0; seg < plan.segments_in(chunk); ++seg)
+    lane_shifted_sums<2>(xc + plan.segment_offset(chunk, seg), len, k, s1, s2);
   return moments_from_shifted_sums(static_cast<double>(plan.values_in(chunk)), shift,
                                    sum_lanes(s1), sum_lanes(s2));
 }
@@ -278,28 +306,50 @@ BNORM_INLINE void rows_shifted_sums_impl(const T* x, int64_t ld, int64_t r0, int
   for (int64_t j = 0; j < width; ++j) out[j] = ShiftedSums{s1[j], s2[j]};
 }
 
+// `index` is the channel's first value's index in the tensor (for the gate).
 template <class T>
 BNORM_INLINE BackwardSums cf_chunk_backward_sums_impl(const T* xc, const T* dyc,
                                                       const ChannelsFirstChunks& plan,
-                                                      int64_t chunk, double center) {
+                                                      int64_t chunk, double center,
+                                                      const ReluGate<T>& gate, int64_t index) {
   double k[kLanes], s_dy[kLanes] = {}, s_dyxc[kLanes] = {}, s_xc[kLanes] = {};
   for (double& v : k) v = center;
-  plan.for_each_segment(chunk, [&](int64_t offset, int64_t len) {
-    lane_backward_sums<2>(xc + offset, dyc + offset, len, k, s_dy, s_dyxc, s_xc);
-  });
+  alignas(64) T tmp[kSubPiece];
+  const int64_t len = plan.segment_length(chunk);
+  for (int64_t seg = 0; seg < plan.segments_in(chunk); ++seg) {
+    const int64_t offset = plan.segment_offset(chunk, seg);
+    for (int64_t s = 0; s < len; s += kSubPiece) {
+      const int64_t piece = std::min(kSubPiece, len - s);
+      const int64_t at = offset + s;
+      if (const T* gp = gate_run(gate, index + at, piece, tmp))
+        lane_backward_sums<2, true>(xc + at, dyc + at, gp, piece, k, s_dy, s_dyxc, s_xc);
+      else
+        lane_backward_sums<2, false>(xc + at, dyc + at, gp, piece, k, s_dy, s_dyxc, s_xc);
+    }
+  }
   return BackwardSums{sum_lanes(s_dy), sum_lanes(s_dyxc), sum_lanes(s_xc)};
 }
 
 template <class T>
 BNORM_INLINE void rows_backward_sums_impl(const T* x, const T* dy, int64_t ld, int64_t r0,
                                           int64_t r1, int64_t c0, int64_t c1,
-                                          const T* center, BackwardSums* out) {
+                                          const T* center, const ReluGate<T>& gate,
+                                          BackwardSums* out) {
   const int64_t width = c1 - c0;
+  alignas(64) T tmp[kSubPiece];
   if (flat_rows(ld, c0, c1)) {
     const int64_t lanes = flat_period(ld);
     double k[kMaxLanes], a[kMaxLanes] = {}, b[kMaxLanes] = {}, q[kMaxLanes] = {};
     for (int64_t l = 0; l < lanes; ++l) k[l] = static_cast<double>(center[l % ld]);
-    BNORM_WITH_LANES(lanes, (lane_backward_sums<V>(x + r0 * ld, dy + r0 * ld, (r1 - r0) * ld, k, a, b, q)));
+    const int64_t begin = r0 * ld, len = (r1 - r0) * ld;
+    for (int64_t s = 0; s < len; s += kSubPiece) {
+      const int64_t piece = std::min(kSubPiece, len - s), at = begin + s;
+      if (const T* gp = gate_run(gate, at, piece, tmp)) {
+        BNORM_WITH_LANES(lanes, (lane_backward_sums<V, true>(x + at, dy + at, gp, piece, k, a, b, q)));
+      } else {
+        BNORM_WITH_LANES(lanes, (lane_backward_sums<V, false>(x + at, dy + at, gp, piece, k, a, b, q)));
+      }
+    }
     for (int64_t j = 0; j < width; ++j) out[j] = BackwardSums{};
     for (int64_t l = 0; l < lanes; ++l) {
       BackwardSums& o = out[l % ld];
@@ -311,9 +361,10 @@ BNORM_INLINE void rows_backward_sums_impl(const T* x, const T* dy, int64_t ld, i
   for (int64_t r = r0; r < r1; ++r) {
     const T* xr = x + r * ld + c0;
     const T* gr = dy + r * ld + c0;
+    const T* gate_r = gate_run(gate, r * ld + c0, width, tmp);
     for (int64_t j = 0; j < width; ++j) {
       const double xc = static_cast<double>(xr[j]) - static_cast<double>(center[c0 + j]);
-      const double g = static_cast<double>(gr[j]);
+      const double g = gate_r && gate_r[j] <= 0 ? 0.0 : static_cast<double>(gr[j]);
       s_dy[j] += g;
       s_dyxc[j] += g * xc;
       s_xc[j] += xc;
@@ -322,10 +373,115 @@ BNORM_INLINE void rows_backward_sums_impl(const T* x, const T* dy, int64_t ld, i
   for (int64_t j = 0; j < width; ++j) out[j] = BackwardSums{s_dy[j], s_dyxc[j], s_xc[j]};
 }
 
-// y = ((x - hi) - lo) * scale + shift over a contiguous run of one channel.
+// ---- elementwise passes --------------------------------------------------------------
+// Each works on runs of values [index, index + len) of the tensor, cut into sub-pieces
+// of at most kSubPiece values when a gate or a mask is involved (a mask's bits are
+// packed from the sub-piece just written, still in L1).
+
+// How an elementwise pass cuts rows [r0, r1) of ld channels whose coefficients repeat
+// every `period` values (lcm(c, 16) for flat rows, else c):
+//   unpieced: one piece, the whole block;
+//   pieced, period <= kSubPiece: pieces of whole periods, at most kSubPiece values;
+//   pieced, wider rows: each row in pieces of kSubPiece, coefficients offset to match.
+struct RowPiece {
+  int64_t at, len;  // values [at, at + len) of the tensor
+  int64_t period;   // the kernel's coefficient period
+  int64_t coeff;    // offset into the coefficient arrays
+};
+struct RowPieces {
+  int64_t ld, r0, total, period, step, per_row;
+  int64_t count;
+  RowPieces(int64_t ld_, int64_t r0_, int64_t r1, int64_t period_, bool pieced)
+      : ld(ld_), r0(r0_), total((r1 - r0_) * ld_), period(period_),
+        step(!pieced ? total : period_ <= kSubPiece ? kSubPiece / period_ * period_ : kSubPiece),
+        per_row(pieced && period_ > kSubPiece ? ceil_div(ld_, kSubPiece) : 0),
+        count(per_row ? (r1 - r0_) * per_row : ceil_div(total, step)) {}
+  RowPiece get(int64_t k) const {
+    if (per_row) {
+      const int64_t s = (k % per_row) * kSubPiece, len = std::min(kSubPiece, ld - s);
+      return RowPiece{(r0 + k / per_row) * ld + s, len, len, s};
+    }
+    return RowPiece{r0 * ld + k * step, std::min(step, total - k * step), period, 0};
+  }
+};
+
+// Per-channel coefficients of one elementwise pass, gathered for a run.
 template <class T>
-BNORM_INLINE void affine_run_impl(const T* x, T* y, int64_t len, T hi, T lo, T scale, T shift) {
-  for (int64_t i = 0; i < len; ++i) y[i] = ((x[i] - hi) - lo) * scale + shift;
+struct AffineCoefficients {
+  T hi, lo, scale, shift;
+};
+
+// y = relu?(((gate(x) - hi) - lo) * scale + shift) over a run of one channel.
+template <bool Gated, bool Relu, class T>
+BNORM_INLINE void affine_kernel(const T* x, const T* gate, T* y, int64_t len,
+                                AffineCoefficients<T> a) {
+  for (int64_t i = 0; i < len; ++i) {
+    T v = x[i];
+    if constexpr (Gated) v = gate[i] <= T(0) ? T(0) : v;
+    T z = ((v - a.hi) - a.lo) * a.scale + a.shift;
+    if constexpr (Relu) z = z < T(0) ? T(0) : z;
+    y[i] = z;
+  }
+}
+
+// The same with per-value coefficients repeated every `period` values (rows of channels).
+template <bool Gated, bool Relu, class T>
+BNORM_INLINE void affine_period_kernel(const T* x, const T* gate, T* y, int64_t len,
+                                       int64_t period, const T* hi, const T* lo,
+                                       const T* scale, const T* shift) {
+  int64_t i = 0;
+  for (; i + period <= len; i += period)
+    for (int64_t l = 0; l < period; ++l) {
+      T v = x[i + l];
+      if constexpr (Gated) v = gate[i + l] <= T(0) ? T(0) : v;
+      T z = ((v - hi[l]) - lo[l]) * scale[l] + shift[l];
+      if constexpr (Relu) z = z < T(0) ? T(0) : z;
+      y[i + l] = z;
+    }
+  for (int64_t l = 0; i < len; ++i, ++l) {
+    T v = x[i];
+    if constexpr (Gated) v = gate[i] <= T(0) ? T(0) : v;
+    T z = ((v - hi[l]) - lo[l]) * scale[l] + shift[l];
+    if constexpr (Relu) z = z < T(0) ? T(0) : z;
+    y[i] = z;
+  }
+}
+
+// Runs `call` with Gated and Relu as constants.
+#define BNORM_WITH_GATE_RELU(gated, relu, call)                                    \
+  if (gated) {                                                                     \
+    if (relu) { constexpr bool Gated = true, Relu = true; call; }                  \
+    else { constexpr bool Gated = true, Relu = false; call; }                      \
+  } else {                                                                         \
+    if (relu) { constexpr bool Gated = false, Relu = true; call; }                 \
+    else { constexpr bool Gated = false, Relu = false; call; }                     \
+  }
+
+// Options of an elementwise forward pass, as the hot loops see them.
+template <class T>
+struct ApplyOptions {
+  ReluGate<T> gate;
+  ReluOutput relu;
+  int64_t count;  // values in the tensor (the mask's last byte)
+  bool pieces() const { return gate.y || gate.mask || relu.mask; }
+};
+
+template <class T>
+BNORM_INLINE void affine_run_impl(const T* x, T* y, int64_t index, int64_t len,
+                                  AffineCoefficients<T> a, const ApplyOptions<T>& o) {
+  if (!o.pieces()) {
+    if (o.relu.fused) affine_kernel<false, true>(x, x, y, len, a);
+    else affine_kernel<false, false>(x, x, y, len, a);
+    return;
+  }
+  alignas(64) T tmp[kSubPiece];
+  for (int64_t s = 0; s < len; s += kSubPiece) {
+    const int64_t piece = std::min(kSubPiece, len - s);
+    const T* gp = gate_run(o.gate, index + s, piece, tmp);
+    BNORM_WITH_GATE_RELU(gp != nullptr, o.relu.fused,
+                         (affine_kernel<Gated, Relu>(x + s, gp, y + s, piece, a)));
+    if (o.relu.mask) pack_relu_mask(y + s, index + s, piece, o.count, o.relu.mask);
+  }
 }
 
 // The coefficient arrays of rows of ld channels repeated to `period` values, for the
@@ -335,71 +491,115 @@ BNORM_INLINE void repeat_to_period(const T* in, int64_t ld, int64_t period, T* o
   for (int64_t l = 0; l < period; ++l) out[l] = in[l % ld];
 }
 
-// The same across rows of channels; rows of fewer than 16 channels as one flat run in
-// blocks of lcm(c, 16) values (same formula per value, so the same bits).
+// The same across rows [r0, r1) of ld channels. Rows of fewer than 16 channels run as
+// one flat run in blocks of lcm(c, 16) values; wider rows one row at a time (same
+// formula per value either way, so the same bits).
 template <class T>
 BNORM_INLINE void affine_rows_impl(const T* x, T* y, int64_t ld, int64_t r0, int64_t r1,
-                                   const ChannelAffine<T>& a) {
-  if (flat_rows(ld, 0, ld)) {
-    const int64_t period = flat_period(ld), len = (r1 - r0) * ld;
-    T hi[kMaxLanes], lo[kMaxLanes], scale[kMaxLanes], shift[kMaxLanes];
-    repeat_to_period(a.center_hi, ld, period, hi);
-    repeat_to_period(a.center_lo, ld, period, lo);
-    repeat_to_period(a.scale, ld, period, scale);
-    repeat_to_period(a.shift, ld, period, shift);
-    const T* xs = x + r0 * ld;
-    T* ys = y + r0 * ld;
-    int64_t i = 0;
-    for (; i + period <= len; i += period)
-      for (int64_t l = 0; l < period; ++l)
-        ys[i + l] = ((xs[i + l] - hi[l]) - lo[l]) * scale[l] + shift[l];
-    for (int64_t l = 0; i < len; ++i, ++l) ys[i] = ((xs[i] - hi[l]) - lo[l]) * scale[l] + shift[l];
-    return;
+                                   const ChannelAffine<T>& a, const ApplyOptions<T>& o) {
+  alignas(64) T tmp[kSubPiece];
+  const bool flat = flat_rows(ld, 0, ld);
+  const int64_t period = flat ? flat_period(ld) : ld;
+  T hi_r[kMaxLanes], lo_r[kMaxLanes], scale_r[kMaxLanes], shift_r[kMaxLanes];
+  const T *hi = a.center_hi, *lo = a.center_lo, *scale = a.scale, *shift = a.shift;
+  if (flat) {
+    repeat_to_period(a.center_hi, ld, period, hi_r);
+    repeat_to_period(a.center_lo, ld, period, lo_r);
+    repeat_to_period(a.scale, ld, period, scale_r);
+    repeat_to_period(a.shift, ld, period, shift_r);
+    hi = hi_r, lo = lo_r, scale = scale_r, shift = shift_r;
   }
-  for (int64_t r = r0; r < r1; ++r) {
-    const T* xr = x + r * ld;
-    T* yr = y + r * ld;
-    for (int64_t j = 0; j < ld; ++j)
-      yr[j] = ((xr[j] - a.center_hi[j]) - a.center_lo[j]) * a.scale[j] + a.shift[j];
+  const RowPieces pieces(ld, r0, r1, flat ? period : ld, o.pieces());
+  for (int64_t k = 0; k < pieces.count; ++k) {
+    const RowPiece p = pieces.get(k);
+    const T* gp = gate_run(o.gate, p.at, p.len, tmp);
+    BNORM_WITH_GATE_RELU(gp != nullptr, o.relu.fused,
+                         (affine_period_kernel<Gated, Relu>(x + p.at, gp, y + p.at, p.len,
+                                                            p.period, hi + p.coeff, lo + p.coeff,
+                                                            scale + p.coeff, shift + p.coeff)));
+    if (o.relu.mask) pack_relu_mask(y + p.at, p.at, p.len, o.count, o.relu.mask);
   }
 }
 
-// dx = dy * k + ((x - hi) - lo) * q + r over a contiguous run of one channel.
+// dx = gate(dy) * k + ((x - hi) - lo) * q + r.
 template <class T>
-BNORM_INLINE void backward_affine_run_impl(const T* x, const T* dy, T* dx, int64_t len, T hi,
-                                           T lo, T k, T q, T r) {
-  for (int64_t i = 0; i < len; ++i) dx[i] = dy[i] * k + ((x[i] - hi) - lo) * q + r;
+struct BackwardCoefficients {
+  T hi, lo, k, q, r;
+};
+
+template <bool Gated, class T>
+BNORM_INLINE void backward_affine_kernel(const T* x, const T* dy, const T* gate, T* dx,
+                                         int64_t len, BackwardCoefficients<T> a) {
+  for (int64_t i = 0; i < len; ++i) {
+    T g = dy[i];
+    if constexpr (Gated) g = gate[i] <= T(0) ? T(0) : g;
+    dx[i] = g * a.k + ((x[i] - a.hi) - a.lo) * a.q + a.r;
+  }
+}
+
+template <bool Gated, class T>
+BNORM_INLINE void backward_affine_period_kernel(const T* x, const T* dy, const T* gate, T* dx,
+                                                int64_t len, int64_t period, const T* hi,
+                                                const T* lo, const T* k, const T* q,
+                                                const T* r) {
+  int64_t i = 0;
+  for (; i + period <= len; i += period)
+    for (int64_t l = 0; l < period; ++l) {
+      T g = dy[i + l];
+      if constexpr (Gated) g = gate[i + l] <= T(0) ? T(0) : g;
+      dx[i + l] = g * k[l] + ((x[i + l] - hi[l]) - lo[l]) * q[l] + r[l];
+    }
+  for (int64_t l = 0; i < len; ++i, ++l) {
+    T g = dy[i];
+    if constexpr (Gated) g = gate[i] <= T(0) ? T(0) : g;
+    dx[i] = g * k[l] + ((x[i] - hi[l]) - lo[l]) * q[l] + r[l];
+  }
+}
+
+template <class T>
+BNORM_INLINE void backward_affine_run_impl(const T* x, const T* dy, T* dx, int64_t index,
+                                           int64_t len, BackwardCoefficients<T> a,
+                                           const ReluGate<T>& gate) {
+  if (!gate.y && !gate.mask) {
+    backward_affine_kernel<false>(x, dy, dy, dx, len, a);
+    return;
+  }
+  alignas(64) T tmp[kSubPiece];
+  for (int64_t s = 0; s < len; s += kSubPiece) {
+    const int64_t piece = std::min(kSubPiece, len - s);
+    backward_affine_kernel<true>(x + s, dy + s, gate_run(gate, index + s, piece, tmp), dx + s,
+                                 piece, a);
+  }
 }
 
 template <class T>
 BNORM_INLINE void backward_affine_rows_impl(const T* x, const T* dy, T* dx, int64_t ld,
                                             int64_t r0, int64_t r1,
-                                            const BackwardAffine<T>& a) {
-  if (flat_rows(ld, 0, ld)) {
-    const int64_t period = flat_period(ld), len = (r1 - r0) * ld;
-    T hi[kMaxLanes], lo[kMaxLanes], k[kMaxLanes], q[kMaxLanes], r[kMaxLanes];
-    repeat_to_period(a.center_hi, ld, period, hi);
-    repeat_to_period(a.center_lo, ld, period, lo);
-    repeat_to_period(a.k, ld, period, k);
-    repeat_to_period(a.q, ld, period, q);
-    repeat_to_period(a.r, ld, period, r);
-    const T* xs = x + r0 * ld;
-    const T* gs = dy + r0 * ld;
-    T* ds = dx + r0 * ld;
-    int64_t i = 0;
-    for (; i + period <= len; i += period)
-      for (int64_t l = 0; l < period; ++l)
-        ds[i + l] = gs[i + l] * k[l] + ((xs[i + l] - hi[l]) - lo[l]) * q[l] + r[l];
-    for (int64_t l = 0; i < len; ++i, ++l)
-      ds[i] = gs[i] * k[l] + ((xs[i] - hi[l]) - lo[l]) * q[l] + r[l];
-    return;
+                                            const BackwardAffine<T>& a,
+                                            const ReluGate<T>& gate) {
+  alignas(64) T tmp[kSubPiece];
+  const bool flat = flat_rows(ld, 0, ld);
+  const int64_t period = flat ? flat_period(ld) : ld;
+  T hi_r[kMaxLanes], lo_r[kMaxLanes], k_r[kMaxLanes], q_r[kMaxLanes], r_r[kMaxLanes];
+  const T *hi = a.center_hi, *lo = a.center_lo, *k = a.k, *q = a.q, *r = a.r;
+  if (flat) {
+    repeat_to_period(a.center_hi, ld, period, hi_r);
+    repeat_to_period(a.center_lo, ld, period, lo_r);
+    repeat_to_period(a.k, ld, period, k_r);
+    repeat_to_period(a.q, ld, period, q_r);
+    repeat_to_period(a.r, ld, period, r_r);
+    hi = hi_r, lo = lo_r, k = k_r, q = q_r, r = r_r;
   }
-  for (int64_t row = r0; row < r1; ++row) {
-    const T* xr = x + row * ld;
-    const T* gr = dy + row * ld;
-    T* dr = dx + row * ld;
-    for (int64_t j = 0; j < ld; ++j)
-      dr[j] = gr[j] * a.k[j] + ((xr[j] - a.center_hi[j]) - a.center_lo[j]) * a.q[j] + a.r[j];
+  const RowPieces pieces(ld, r0, r1, flat ? period : ld, gate.y || gate.mask);
+  for (int64_t j = 0; j < pieces.count; ++j) {
+    const RowPiece p = pieces.get(j);
+    const int64_t c = p.coeff;
+    if (const T* gp = gate_run(gate, p.at, p.len, tmp))
+      backward_affine_period_kernel<true>(x + p.at, dy + p.at, gp, dx + p.at, p.len, p.period,
+                                          hi + c, lo + c, k + c, q + c, r + c);
+    else
+      backward_affine_period_kernel<false>(x + p.at, dy + p.at, gp, dx + p.at, p.len, p.period,
+                                           hi + c, lo + c, k + c, q + c, r + c);
   }
 }
 
@@ -413,32 +613,35 @@ BNORM_INLINE void backward_affine_rows_impl(const T* x, const T* dy, T* dx, int6
                                       int64_t c0, int64_t c1, ShiftedSums* out) {          \
     rows_shifted_sums_impl(x, ld, r0, r1, c0, c1, out);                                    \
   }                                                                                        \
-  BNORM_CLONES BackwardSums cf_chunk_backward_sums(const T* xc, const T* dyc,              \
-                                                   const ChannelsFirstChunks& plan,        \
-                                                   int64_t chunk, double center) {         \
-    return cf_chunk_backward_sums_impl(xc, dyc, plan, chunk, center);                      \
+  BNORM_CLONES BackwardSums cf_chunk_backward_sums(                                        \
+      const T* xc, const T* dyc, const ChannelsFirstChunks& plan, int64_t chunk,           \
+      double center, const ReluGate<T>& gate, int64_t index) {                             \
+    return cf_chunk_backward_sums_impl(xc, dyc, plan, chunk, center, gate, index);         \
   }                                                                                        \
   BNORM_CLONES void rows_backward_sums(const T* x, const T* dy, int64_t ld, int64_t r0,    \
                                        int64_t r1, int64_t c0, int64_t c1,                 \
-                                       const T* center, BackwardSums* out) {               \
-    rows_backward_sums_impl(x, dy, ld, r0, r1, c0, c1, center, out);                       \
+                                       const T* center, const ReluGate<T>& gate,           \
+                                       BackwardSums* out) {                                \
+    rows_backward_sums_impl(x, dy, ld, r0, r1, c0, c1, center, gate, out);                 \
   }                                                                                        \
-  BNORM_CLONES void affine_run(const T* x, T* y, int64_t len, T hi, T lo, T scale,         \
-                               T shift) {                                                  \
-    affine_run_impl(x, y, len, hi, lo, scale, shift);                                      \
+  BNORM_CLONES void affine_run(const T* x, T* y, int64_t index, int64_t len,               \
+                               AffineCoefficients<T> a, const ApplyOptions<T>& o) {        \
+    affine_run_impl(x, y, index, len, a, o);                                               \
   }                                                                                        \
   BNORM_CLONES void affine_rows(const T* x, T* y, int64_t ld, int64_t r0, int64_t r1,      \
-                                const ChannelAffine<T>& a) {                               \
-    affine_rows_impl(x, y, ld, r0, r1, a);                                                 \
+                                const ChannelAffine<T>& a, const ApplyOptions<T>& o) {     \
+    affine_rows_impl(x, y, ld, r0, r1, a, o);                                              \
   }                                                                                        \
-  BNORM_CLONES void backward_affine_run(const T* x, const T* dy, T* dx, int64_t len, T hi, \
-                                        T lo, T k, T q, T r) {                             \
-    backward_affine_run_impl(x, dy, dx, len, hi, lo, k, q, r);                             \
+  BNORM_CLONES void backward_affine_run(const T* x, const T* dy, T* dx, int64_t index,     \
+                                        int64_t len, BackwardCoefficients<T> a,            \
+                                        const ReluGate<T>& gate) {                         \
+    backward_affine_run_impl(x, dy, dx, index, len, a, gate);                              \
   }                                                                                        \
   BNORM_CLONES void backward_affine_rows(const T* x, const T* dy, T* dx, int64_t ld,       \
                                          int64_t r0, int64_t r1,                           \
-                                         const BackwardAffine<T>& a) {                     \
-    backward_affine_rows_impl(x, dy, dx, ld, r0, r1, a);                                   \
+                                         const BackwardAffine<T>& a,                       \
+                                         const ReluGate<T>& gate) {                        \
+    backward_affine_rows_impl(x, dy, dx, ld, r0, r1, a, gate);                             \
   }
 
 BNORM_DEFINE_HOT_LOOPS(float)
@@ -558,28 +761,30 @@ void batch_norm_moments(const Geometry& g, const T* x, Moments* moments, int thr
 
 template <class T>
 void batch_norm_apply(const Geometry& g, const T* x, T* y, const ChannelAffine<T>& a,
-                      int threads) {
+                      int threads, const ReluGate<T>& gate, const ReluOutput& relu) {
   const int nt = threads_for(g.n * g.c * g.spatial, threads);
+  const ApplyOptions<T> o{gate, relu, g.n * g.c * g.spatial};
   if (!rows_of_channels(g)) {
     for_each_channel_run(g, nt, [&](int64_t ch, int64_t offset, int64_t len) {
-      affine_run(x + offset, y + offset, len, a.center_hi[ch], a.center_lo[ch], a.scale[ch],
-                 a.shift[ch]);
+      affine_run(x + offset, y + offset, offset, len,
+                 AffineCoefficients<T>{a.center_hi[ch], a.center_lo[ch], a.scale[ch], a.shift[ch]},
+                 o);
     });
     return;
   }
-  for_each_row_block(g, nt, [&](int64_t r0, int64_t r1) { affine_rows(x, y, g.c, r0, r1, a); });
+  for_each_row_block(g, nt, [&](int64_t r0, int64_t r1) { affine_rows(x, y, g.c, r0, r1, a, o); });
 }
 
 template <class T>
 void batch_norm_backward_sums(const Geometry& g, const T* x, const T* dy, const T* center,
-                              BackwardSums* sums, int threads) {
+                              BackwardSums* sums, int threads, const ReluGate<T>& gate) {
   const int nt = threads_for(g.n * g.c * g.spatial, threads);
   if (!rows_of_channels(g)) {
     const ChannelsFirstChunks plan(g);
     const BackwardSums* partial = channels_first_partials<BackwardSums>(
         g, plan, nt, [&](int64_t ch, int64_t j) {
           return cf_chunk_backward_sums(x + ch * g.spatial, dy + ch * g.spatial, plan, j,
-                                        static_cast<double>(center[ch]));
+                                        static_cast<double>(center[ch]), gate, ch * g.spatial);
         });
     fold_in_order(g.c, plan.count, partial, plan.count, 1, sums, add_sums);
     return;
@@ -588,35 +793,39 @@ void batch_norm_backward_sums(const Geometry& g, const T* x, const T* dy, const 
   const BackwardSums* partial = row_partials<BackwardSums>(
       g, plan, nt, [&](int64_t chunk, int64_t c0, int64_t c1, BackwardSums* out) {
         rows_backward_sums(x, dy, g.c, plan.row_begin(chunk), plan.row_end(chunk), c0, c1,
-                           center, out);
+                           center, gate, out);
       });
   fold_in_order(g.c, plan.count, partial, 1, g.c, sums, add_sums);
 }
 
 template <class T>
 void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx,
-                               const BackwardAffine<T>& a, int threads) {
+                               const BackwardAffine<T>& a, int threads,
+                               const ReluGate<T>& gate) {
   const int nt = threads_for(g.n * g.c * g.spatial, threads);
   if (!rows_of_channels(g)) {
     for_each_channel_run(g, nt, [&](int64_t ch, int64_t offset, int64_t len) {
-      backward_affine_run(x + offset, dy + offset, dx + offset, len, a.center_hi[ch],
-                          a.center_lo[ch], a.k[ch], a.q[ch], a.r[ch]);
+      backward_affine_run(x + offset, dy + offset, dx + offset, offset, len,
+                          BackwardCoefficients<T>{a.center_hi[ch], a.center_lo[ch], a.k[ch],
+                                                  a.q[ch], a.r[ch]},
+                          gate);
     });
     return;
   }
   for_each_row_block(g, nt, [&](int64_t r0, int64_t r1) {
-    backward_affine_rows(x, dy, dx, g.c, r0, r1, a);
+    backward_affine_rows(x, dy, dx, g.c, r0, r1, a, gate);
   });
 }
 
 #define BNORM_INSTANTIATE(T)                                                              \
   template void batch_norm_moments<T>(const Geometry&, const T*, Moments*, int);          \
   template void batch_norm_apply<T>(const Geometry&, const T*, T*, const ChannelAffine<T>&, \
-                                    int);                                                 \
+                                    int, const ReluGate<T>&, const ReluOutput&);          \
   template void batch_norm_backward_sums<T>(const Geometry&, const T*, const T*, const T*, \
-                                            BackwardSums*, int);                          \
+                                            BackwardSums*, int, const ReluGate<T>&);      \
   template void batch_norm_backward_apply<T>(const Geometry&, const T*, const T*, T*,     \
-                                             const BackwardAffine<T>&, int);
+                                             const BackwardAffine<T>&, int,               \
+                                             const ReluGate<T>&);
 BNORM_INSTANTIATE(float)
 BNORM_INSTANTIATE(double)
 #undef BNORM_INSTANTIATE

@@ -48,21 +48,40 @@ struct BackwardSums {
   double xc_sum = 0;
 };
 
+// Fused ReLU on the forward's output (oneDNN's fuse_norm_relu):
+//   y = z < 0 ? 0 : z   (z the affine map's value; NaN passes, as torch.relu)
+// and, when mask is not null, its bit mask (layout in relu_mask.h).
+struct ReluOutput {
+  bool fused = false;
+  uint8_t* mask = nullptr;
+};
+
+// The ReLU's gate on a gradient (the backward of a fused BN+ReLU): gradient value i is
+// kept when !(y[i] <= 0), else 0, with y the fused forward's output, or when bit i of
+// its mask is set. Both null: no gate.
+template <class T>
+struct ReluGate {
+  const T* y = nullptr;
+  const uint8_t* mask = nullptr;
+};
+
 // moments[ch] = moments of channel ch's m values. threads >= 1.
 template <class T>
 void batch_norm_moments(const Geometry& g, const T* x, Moments* moments, int threads);
 
-// y = affine(x) per channel; y may equal x.
+// y = relu?(affine(gate(x))) per channel; y may equal x. The gate on the input serves
+// the fused backward with fixed statistics (x is a gradient there).
 template <class T>
 void batch_norm_apply(const Geometry& g, const T* x, T* y, const ChannelAffine<T>& affine,
-                      int threads);
+                      int threads, const ReluGate<T>& gate = {}, const ReluOutput& relu = {});
 
-// sums[ch] over channel ch's values, with xc = x - center[ch] (computed in double).
+// sums[ch] over channel ch's values, with xc = x - center[ch] (computed in double) and
+// dy gated by `gate`.
 template <class T>
 void batch_norm_backward_sums(const Geometry& g, const T* x, const T* dy, const T* center,
-                              BackwardSums* sums, int threads);
+                              BackwardSums* sums, int threads, const ReluGate<T>& gate = {});
 
-// dx = dy * k + ((x - center_hi) - center_lo) * q + r per channel; dx may equal dy.
+// dx = gate(dy) * k + ((x - center_hi) - center_lo) * q + r per channel; dx may equal dy.
 template <class T>
 struct BackwardAffine {
   const T* center_hi;
@@ -73,6 +92,7 @@ struct BackwardAffine {
 };
 template <class T>
 void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx,
-                               const BackwardAffine<T>& affine, int threads);
+                               const BackwardAffine<T>& affine, int threads,
+                               const ReluGate<T>& gate = {});
 
 }  // namespace bnorm::kernels

@@ -89,6 +89,19 @@ double check_update(const char* op, const bnorm_running_stats_update& u) {
   return u.momentum;
 }
 
+// A fused backward reads the ReLU's gate from exactly one place.
+template <class T>
+void check_gate(const char* op, bool relu_fused, const ReluGate<T>& gate) {
+  if (!relu_fused) return;
+  if (!gate.y && !gate.mask)
+    fail(BNORM_ERROR_NULL_POINTER, op,
+         "y and relu_mask are both NULL: give one of them (the fused forward's output or its "
+         "ReLU bit mask) to gate dy");
+  if (gate.y && gate.mask)
+    fail(BNORM_ERROR_INVALID_VALUE, op,
+         "y and relu_mask are both given: give exactly one of them to gate dy");
+}
+
 template <class T>
 double value_or(const T* values, int64_t ch, double fallback) {
   return values ? static_cast<double>(values[ch]) : fallback;
@@ -148,7 +161,8 @@ Problem problem_from_sizes(const char* op, const char* name, std::span<const int
 template <class T>
 void forward_training(const char* op, const Problem& p, const T* x, T* y, const T* weight,
                       const T* bias, double eps, const bnorm_running_stats_update& update,
-                      T* running_mean, T* running_var, T* save_mean, T* save_invstd) {
+                      T* running_mean, T* running_var, T* save_mean, T* save_invstd,
+                      const ReluOutput& relu) {
   require(x, op, "x");
   require(y, op, "y");
   const Geometry g = check_problem(op, p);
@@ -176,7 +190,7 @@ void forward_training(const char* op, const Problem& p, const T* x, T* y, const 
     if (save_invstd) save_invstd[ch] = static_cast<T>(invstd);
   }
   kernels::batch_norm_apply(g, x, y, kernels::ChannelAffine<T>{hi, lo, scale, shift},
-                            num_threads());
+                            num_threads(), {}, relu);
 
   for (int64_t ch = 0; ch < g.c; ++ch) {
     const Moments& mo = moments[ch];
@@ -195,7 +209,8 @@ void forward_training(const char* op, const Problem& p, const T* x, T* y, const 
 
 template <class T>
 void forward_inference(const char* op, const Problem& p, const T* x, T* y, const T* weight,
-                       const T* bias, const T* running_mean, const T* running_var, double eps) {
+                       const T* bias, const T* running_mean, const T* running_var, double eps,
+                       const ReluOutput& relu) {
   require(x, op, "x");
   require(y, op, "y");
   require(running_mean, op, "running_mean");
@@ -215,7 +230,7 @@ void forward_inference(const char* op, const Problem& p, const T* x, T* y, const
     shift[ch] = static_cast<T>(value_or(bias, ch, 0.0));
   }
   kernels::batch_norm_apply(g, x, y, kernels::ChannelAffine<T>{running_mean, lo, scale, shift},
-                            num_threads());
+                            num_threads(), {}, relu);
 }
 
 // ---- backward -----------------------------------------------------------------------
@@ -223,17 +238,18 @@ void forward_inference(const char* op, const Problem& p, const T* x, T* y, const
 template <class T>
 void backward(const char* op, const Problem& p, const T* x, const T* dy, T* dx,
               const T* weight, const T* save_mean, const T* save_invstd, T* dweight,
-              T* dbias) {
+              T* dbias, bool relu_fused, const ReluGate<T>& gate) {
   require(x, op, "x");
   require(dy, op, "dy");
   require(save_mean, op, "save_mean");
   require(save_invstd, op, "save_invstd");
+  check_gate(op, relu_fused, gate);
   const Geometry g = check_problem(op, p);
   if (!dx && !dweight && !dbias) return;
 
   Coefficients<T> coeff(g.c, 4);
   BackwardSums* sums = scratch<SumsTag, BackwardSums>(static_cast<size_t>(g.c));
-  kernels::batch_norm_backward_sums(g, x, dy, save_mean, sums, num_threads());
+  kernels::batch_norm_backward_sums(g, x, dy, save_mean, sums, num_threads(), gate);
 
   // With xc = x - save_mean and the exact batch mean = save_mean + delta,
   // delta = sum(xc) / m (save_mean is the mean rounded to T: it loses digits when
@@ -263,22 +279,24 @@ void backward(const char* op, const Problem& p, const T* x, const T* dy, T* dx,
   if (dx)
     kernels::batch_norm_backward_apply(g, x, dy, dx,
                                        kernels::BackwardAffine<T>{save_mean, lo, k, q, r},
-                                       num_threads());
+                                       num_threads(), gate);
 }
 
 template <class T>
 void backward_inference(const char* op, const Problem& p, const T* x, const T* dy, T* dx,
                         const T* weight, const T* running_mean, const T* running_var,
-                        double eps, T* dweight, T* dbias) {
+                        double eps, T* dweight, T* dbias, bool relu_fused,
+                        const ReluGate<T>& gate) {
   require(x, op, "x");
   require(dy, op, "dy");
   require(running_mean, op, "running_mean");
   require(running_var, op, "running_var");
+  check_gate(op, relu_fused, gate);
   const Geometry g = check_problem(op, p);
   check_eps(op, eps);
   if (!dx && !dweight && !dbias) return;
 
-  // dx = dy * (weight * invstd), run as the affine map ((dy - 0) - 0) * k + 0.
+  // dx = gate(dy) * (weight * invstd), run as the affine map ((gate(dy) - 0) - 0) * k + 0.
   Coefficients<T> coeff(g.c, 2);
   T* zero = coeff.array(g.c, 0);
   T* k = coeff.array(g.c, 1);
@@ -291,11 +309,11 @@ void backward_inference(const char* op, const Problem& p, const T* x, const T* d
   BackwardSums* sums = nullptr;
   if (dweight || dbias) {
     sums = scratch<SumsTag, BackwardSums>(static_cast<size_t>(g.c));
-    kernels::batch_norm_backward_sums(g, x, dy, running_mean, sums, num_threads());
+    kernels::batch_norm_backward_sums(g, x, dy, running_mean, sums, num_threads(), gate);
   }
   if (dx)
     kernels::batch_norm_apply(g, dy, dx, kernels::ChannelAffine<T>{zero, zero, k, zero},
-                              num_threads());
+                              num_threads(), gate);
   for (int64_t ch = 0; ch < g.c && sums; ++ch) {
     if (dweight) dweight[ch] = static_cast<T>(sums[ch].dy_xc_sum * invstd[ch]);
     if (dbias) dbias[ch] = static_cast<T>(sums[ch].dy_sum);
@@ -305,13 +323,15 @@ void backward_inference(const char* op, const Problem& p, const T* x, const T* d
 #define BNORM_INSTANTIATE(T)                                                                \
   template void forward_training<T>(const char*, const Problem&, const T*, T*, const T*,    \
                                     const T*, double, const bnorm_running_stats_update&,    \
-                                    T*, T*, T*, T*);                                        \
+                                    T*, T*, T*, T*, const ReluOutput&);                     \
   template void forward_inference<T>(const char*, const Problem&, const T*, T*, const T*,   \
-                                     const T*, const T*, const T*, double);                 \
+                                     const T*, const T*, const T*, double,                  \
+                                     const ReluOutput&);                                    \
   template void backward<T>(const char*, const Problem&, const T*, const T*, T*, const T*,  \
-                            const T*, const T*, T*, T*);                                    \
+                            const T*, const T*, T*, T*, bool, const ReluGate<T>&);          \
   template void backward_inference<T>(const char*, const Problem&, const T*, const T*, T*,  \
-                                      const T*, const T*, const T*, double, T*, T*);
+                                      const T*, const T*, const T*, double, T*, T*, bool,   \
+                                      const ReluGate<T>&);
 BNORM_INSTANTIATE(float)
 BNORM_INSTANTIATE(double)
 #undef BNORM_INSTANTIATE

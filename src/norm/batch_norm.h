@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <span>
 
+#include "kernels/batch_norm_kernels.h"
+
 namespace bnorm::norm {
 
 // The flat problem as the C API states it.
@@ -24,24 +26,34 @@ struct Problem {
 Problem problem_from_sizes(const char* op, const char* name, std::span<const int64_t> sizes,
                            Layout layout);
 
+// Fused BN+ReLU (kernels::ReluOutput, kernels::ReluGate): the forwards write
+// max(bn(x), 0) and, when relu.mask is not null, its bit mask; the backwards take dy as
+// the gradient of that output, gated by the forward's output or its mask. A fused
+// backward (`relu_fused`) needs exactly one of gate.y and gate.mask.
+using kernels::ReluGate;
+using kernels::ReluOutput;
+
 template <class T>
 void forward_training(const char* op, const Problem& p, const T* x, T* y, const T* weight,
                       const T* bias, double eps, const bnorm_running_stats_update& update,
-                      T* running_mean, T* running_var, T* save_mean, T* save_invstd);
+                      T* running_mean, T* running_var, T* save_mean, T* save_invstd,
+                      const ReluOutput& relu = {});
 
 template <class T>
 void forward_inference(const char* op, const Problem& p, const T* x, T* y, const T* weight,
-                       const T* bias, const T* running_mean, const T* running_var, double eps);
+                       const T* bias, const T* running_mean, const T* running_var, double eps,
+                       const ReluOutput& relu = {});
 
 template <class T>
 void backward(const char* op, const Problem& p, const T* x, const T* dy, T* dx,
               const T* weight, const T* save_mean, const T* save_invstd, T* dweight,
-              T* dbias);
+              T* dbias, bool relu_fused = false, const ReluGate<T>& gate = {});
 
 template <class T>
 void backward_inference(const char* op, const Problem& p, const T* x, const T* dy, T* dx,
                         const T* weight, const T* running_mean, const T* running_var,
-                        double eps, T* dweight, T* dbias);
+                        double eps, T* dweight, T* dbias, bool relu_fused = false,
+                        const ReluGate<T>& gate = {});
 
 // Threads every call uses (>= 1).
 int num_threads();
