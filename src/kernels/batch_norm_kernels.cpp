@@ -15,6 +15,7 @@
 // target_clones). The source stays plain loops written for the vectorizer.
 #include "kernels/batch_norm_kernels.h"
 #include "kernels/relu_mask.h"
+#include "kernels/streaming_store.h"
 
 #include <algorithm>
 #include <cassert>
@@ -457,13 +458,14 @@ BNORM_INLINE void affine_period_kernel(const T* x, const T* gate, T* y, int64_t 
     else { constexpr bool Gated = false, Relu = false; call; }                     \
   }
 
-// Options of an elementwise forward pass, as the hot loops see them.
+// Options of an elementwise pass, as the hot loops see them.
 template <class T>
 struct ApplyOptions {
   ReluGate<T> gate;
   ReluOutput relu;
   int64_t count;  // values in the tensor (the mask's last byte)
-  bool pieces() const { return gate.y || gate.mask || relu.mask; }
+  bool stream;    // write the output with streaming stores, through a buffer in L1
+  bool pieces() const { return gate.y || gate.mask || relu.mask || stream; }
 };
 
 template <class T>
@@ -475,12 +477,15 @@ BNORM_INLINE void affine_run_impl(const T* x, T* y, int64_t index, int64_t len,
     return;
   }
   alignas(64) T tmp[kSubPiece];
+  alignas(64) T staged[kSubPiece];
   for (int64_t s = 0; s < len; s += kSubPiece) {
     const int64_t piece = std::min(kSubPiece, len - s);
     const T* gp = gate_run(o.gate, index + s, piece, tmp);
+    T* out = o.stream ? staged : y + s;
     BNORM_WITH_GATE_RELU(gp != nullptr, o.relu.fused,
-                         (affine_kernel<Gated, Relu>(x + s, gp, y + s, piece, a)));
-    if (o.relu.mask) pack_relu_mask(y + s, index + s, piece, o.count, o.relu.mask);
+                         (affine_kernel<Gated, Relu>(x + s, gp, out, piece, a)));
+    if (o.relu.mask) pack_relu_mask(out, index + s, piece, o.count, o.relu.mask);
+    if (o.stream) stream_store(staged, y + s, piece);
   }
 }
 
@@ -498,6 +503,7 @@ template <class T>
 BNORM_INLINE void affine_rows_impl(const T* x, T* y, int64_t ld, int64_t r0, int64_t r1,
                                    const ChannelAffine<T>& a, const ApplyOptions<T>& o) {
   alignas(64) T tmp[kSubPiece];
+  alignas(64) T staged[kSubPiece];
   const bool flat = flat_rows(ld, 0, ld);
   const int64_t period = flat ? flat_period(ld) : ld;
   T hi_r[kMaxLanes], lo_r[kMaxLanes], scale_r[kMaxLanes], shift_r[kMaxLanes];
@@ -513,11 +519,13 @@ BNORM_INLINE void affine_rows_impl(const T* x, T* y, int64_t ld, int64_t r0, int
   for (int64_t k = 0; k < pieces.count; ++k) {
     const RowPiece p = pieces.get(k);
     const T* gp = gate_run(o.gate, p.at, p.len, tmp);
+    T* out = o.stream ? staged : y + p.at;
     BNORM_WITH_GATE_RELU(gp != nullptr, o.relu.fused,
-                         (affine_period_kernel<Gated, Relu>(x + p.at, gp, y + p.at, p.len,
+                         (affine_period_kernel<Gated, Relu>(x + p.at, gp, out, p.len,
                                                             p.period, hi + p.coeff, lo + p.coeff,
                                                             scale + p.coeff, shift + p.coeff)));
-    if (o.relu.mask) pack_relu_mask(y + p.at, p.at, p.len, o.count, o.relu.mask);
+    if (o.relu.mask) pack_relu_mask(out, p.at, p.len, o.count, o.relu.mask);
+    if (o.stream) stream_store(staged, y + p.at, p.len);
   }
 }
 
@@ -559,16 +567,21 @@ BNORM_INLINE void backward_affine_period_kernel(const T* x, const T* dy, const T
 template <class T>
 BNORM_INLINE void backward_affine_run_impl(const T* x, const T* dy, T* dx, int64_t index,
                                            int64_t len, BackwardCoefficients<T> a,
-                                           const ReluGate<T>& gate) {
-  if (!gate.y && !gate.mask) {
+                                           const ApplyOptions<T>& o) {
+  if (!o.pieces()) {
     backward_affine_kernel<false>(x, dy, dy, dx, len, a);
     return;
   }
   alignas(64) T tmp[kSubPiece];
+  alignas(64) T staged[kSubPiece];
   for (int64_t s = 0; s < len; s += kSubPiece) {
     const int64_t piece = std::min(kSubPiece, len - s);
-    backward_affine_kernel<true>(x + s, dy + s, gate_run(gate, index + s, piece, tmp), dx + s,
-                                 piece, a);
+    T* out = o.stream ? staged : dx + s;
+    if (const T* gp = gate_run(o.gate, index + s, piece, tmp))
+      backward_affine_kernel<true>(x + s, dy + s, gp, out, piece, a);
+    else
+      backward_affine_kernel<false>(x + s, dy + s, gp, out, piece, a);
+    if (o.stream) stream_store(staged, dx + s, piece);
   }
 }
 
@@ -576,8 +589,9 @@ template <class T>
 BNORM_INLINE void backward_affine_rows_impl(const T* x, const T* dy, T* dx, int64_t ld,
                                             int64_t r0, int64_t r1,
                                             const BackwardAffine<T>& a,
-                                            const ReluGate<T>& gate) {
+                                            const ApplyOptions<T>& o) {
   alignas(64) T tmp[kSubPiece];
+  alignas(64) T staged[kSubPiece];
   const bool flat = flat_rows(ld, 0, ld);
   const int64_t period = flat ? flat_period(ld) : ld;
   T hi_r[kMaxLanes], lo_r[kMaxLanes], k_r[kMaxLanes], q_r[kMaxLanes], r_r[kMaxLanes];
@@ -590,16 +604,18 @@ BNORM_INLINE void backward_affine_rows_impl(const T* x, const T* dy, T* dx, int6
     repeat_to_period(a.r, ld, period, r_r);
     hi = hi_r, lo = lo_r, k = k_r, q = q_r, r = r_r;
   }
-  const RowPieces pieces(ld, r0, r1, flat ? period : ld, gate.y || gate.mask);
+  const RowPieces pieces(ld, r0, r1, flat ? period : ld, o.pieces());
   for (int64_t j = 0; j < pieces.count; ++j) {
     const RowPiece p = pieces.get(j);
     const int64_t c = p.coeff;
-    if (const T* gp = gate_run(gate, p.at, p.len, tmp))
-      backward_affine_period_kernel<true>(x + p.at, dy + p.at, gp, dx + p.at, p.len, p.period,
+    T* out = o.stream ? staged : dx + p.at;
+    if (const T* gp = gate_run(o.gate, p.at, p.len, tmp))
+      backward_affine_period_kernel<true>(x + p.at, dy + p.at, gp, out, p.len, p.period,
                                           hi + c, lo + c, k + c, q + c, r + c);
     else
-      backward_affine_period_kernel<false>(x + p.at, dy + p.at, gp, dx + p.at, p.len, p.period,
+      backward_affine_period_kernel<false>(x + p.at, dy + p.at, gp, out, p.len, p.period,
                                            hi + c, lo + c, k + c, q + c, r + c);
+    if (o.stream) stream_store(staged, dx + p.at, p.len);
   }
 }
 
@@ -634,14 +650,14 @@ BNORM_INLINE void backward_affine_rows_impl(const T* x, const T* dy, T* dx, int6
   }                                                                                        \
   BNORM_CLONES void backward_affine_run(const T* x, const T* dy, T* dx, int64_t index,     \
                                         int64_t len, BackwardCoefficients<T> a,            \
-                                        const ReluGate<T>& gate) {                         \
-    backward_affine_run_impl(x, dy, dx, index, len, a, gate);                              \
+                                        const ApplyOptions<T>& o) {                        \
+    backward_affine_run_impl(x, dy, dx, index, len, a, o);                                 \
   }                                                                                        \
   BNORM_CLONES void backward_affine_rows(const T* x, const T* dy, T* dx, int64_t ld,       \
                                          int64_t r0, int64_t r1,                           \
                                          const BackwardAffine<T>& a,                       \
-                                         const ReluGate<T>& gate) {                        \
-    backward_affine_rows_impl(x, dy, dx, ld, r0, r1, a, gate);                             \
+                                         const ApplyOptions<T>& o) {                       \
+    backward_affine_rows_impl(x, dy, dx, ld, r0, r1, a, o);                                \
   }
 
 BNORM_DEFINE_HOT_LOOPS(float)
@@ -763,7 +779,9 @@ template <class T>
 void batch_norm_apply(const Geometry& g, const T* x, T* y, const ChannelAffine<T>& a,
                       int threads, const ReluGate<T>& gate, const ReluOutput& relu) {
   const int nt = threads_for(g.n * g.c * g.spatial, threads);
-  const ApplyOptions<T> o{gate, relu, g.n * g.c * g.spatial};
+  const int64_t count = g.n * g.c * g.spatial;
+  const ApplyOptions<T> o{gate, relu, count,
+                          use_streaming_stores(count * static_cast<int64_t>(sizeof(T)))};
   if (!rows_of_channels(g)) {
     for_each_channel_run(g, nt, [&](int64_t ch, int64_t offset, int64_t len) {
       affine_run(x + offset, y + offset, offset, len,
@@ -803,17 +821,20 @@ void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx
                                const BackwardAffine<T>& a, int threads,
                                const ReluGate<T>& gate) {
   const int nt = threads_for(g.n * g.c * g.spatial, threads);
+  const int64_t count = g.n * g.c * g.spatial;
+  const ApplyOptions<T> o{gate, ReluOutput{}, count,
+                          use_streaming_stores(count * static_cast<int64_t>(sizeof(T)))};
   if (!rows_of_channels(g)) {
     for_each_channel_run(g, nt, [&](int64_t ch, int64_t offset, int64_t len) {
       backward_affine_run(x + offset, dy + offset, dx + offset, offset, len,
                           BackwardCoefficients<T>{a.center_hi[ch], a.center_lo[ch], a.k[ch],
                                                   a.q[ch], a.r[ch]},
-                          gate);
+                          o);
     });
     return;
   }
   for_each_row_block(g, nt, [&](int64_t r0, int64_t r1) {
-    backward_affine_rows(x, dy, dx, g.c, r0, r1, a, gate);
+    backward_affine_rows(x, dy, dx, g.c, r0, r1, a, o);
   });
 }
 
