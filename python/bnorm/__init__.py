@@ -9,12 +9,17 @@ PyTorch names, numpy arrays:
     bn.eval(); y = bn(x)                  # running statistics
 
     y = bnorm.batch_norm(x, running_mean, running_var, training=True)  # functional
+    y = bnorm.batch_norm_relu(x, running_mean, running_var, training=True)  # fused ReLU
 """
 from . import _bnorm
 from .functional import (
     batch_norm,
     batch_norm_backward,
     batch_norm_backward_inference,
+    batch_norm_relu,
+    batch_norm_relu_backward,
+    batch_norm_relu_backward_inference,
+    batch_norm_relu_training,
     batch_norm_training,
 )
 from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
@@ -29,6 +34,10 @@ __all__ = [
     "batch_norm_training",
     "batch_norm_backward",
     "batch_norm_backward_inference",
+    "batch_norm_relu",
+    "batch_norm_relu_training",
+    "batch_norm_relu_backward",
+    "batch_norm_relu_backward_inference",
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",

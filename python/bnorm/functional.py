@@ -9,6 +9,17 @@ Running-statistics conventions (see docs/batch_norm.md):
   PyTorch:        momentum=0.1 (the default here)
   Keras / TF:     their momentum 0.99 == momentum=0.01 here
   ONNX, d2l:      their momentum 0.9  == momentum=0.1 here, running_var_estimator="biased"
+
+Fused batch norm + ReLU (batch_norm_relu*, oneDNN's fuse_norm_relu): y = max(bn(x), 0) in
+one pass, a NaN staying NaN as in torch.relu. The forwards take their plain twins'
+arguments; return_mask=True also returns the ReLU's bit mask, a 1-D uint8 array of
+ceil(x.size / 8) bytes: bit i % 8 of byte i // 8 is set when !(y_i <= 0), i indexing the
+values in memory order (the channels-last order for a channels-last x; unused bits of
+the last byte are 0). The backwards take dy = d loss / d y and, as keyword arguments,
+exactly one of y (the fused forward's output) and relu_mask (its mask) as the ReLU's
+gate: dy counts where !(y <= 0) / the bit is set and as 0 elsewhere, like torch's
+threshold_backward. Pass them the same x (same memory layout) the forward had: the
+mask is read in x's memory order.
 """
 import math
 import numbers
@@ -77,3 +88,60 @@ def batch_norm_backward_inference(x, dy, running_mean, running_var, weight=None,
     eps = _check_scalar("eps", eps, 0.0)
     return _bnorm.backward_inference(x, dy, weight, running_mean, running_var, eps, need_dx,
                                      need_dweight, need_dbias)
+
+
+def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, training=False,
+                    momentum=0.1, eps=1e-5, *, running_var_estimator="unbiased",
+                    return_mask=False):
+    """relu(batch_norm(x, ...)) fused: returns y, or (y, relu_mask) when return_mask.
+
+    The arguments and the running-buffer update are batch_norm's.
+    """
+    eps = _check_scalar("eps", eps, 0.0)
+    if running_var_estimator not in ("unbiased", "biased"):
+        raise ValueError("running_var_estimator must be 'unbiased' or 'biased', "
+                         f"got {running_var_estimator!r}")
+    if training:
+        momentum = _check_scalar("momentum", momentum, 0.0, 1.0)
+        out = _bnorm.relu_forward_training(x, weight, bias, running_mean, running_var, momentum,
+                                           eps, running_var_estimator, return_mask)
+        return (out[0], out[3]) if return_mask else out[0]
+    return _bnorm.relu_forward_inference(x, weight, bias, running_mean, running_var, eps,
+                                         return_mask)
+
+
+def batch_norm_relu_training(x, weight=None, bias=None, running_mean=None, running_var=None,
+                             momentum=0.1, eps=1e-5, *, running_var_estimator="unbiased",
+                             return_mask=False):
+    """Fused training forward y = max(bn(x), 0) that also returns what backward needs:
+    (y, save_mean, save_invstd), or (y, save_mean, save_invstd, relu_mask) when return_mask.
+    """
+    eps = _check_scalar("eps", eps, 0.0)
+    momentum = _check_scalar("momentum", momentum, 0.0, 1.0)
+    return _bnorm.relu_forward_training(x, weight, bias, running_mean, running_var, momentum,
+                                        eps, running_var_estimator, return_mask)
+
+
+def batch_norm_relu_backward(x, dy, save_mean, save_invstd, weight=None, *, y=None,
+                             relu_mask=None, need_dx=True, need_dweight=True, need_dbias=True):
+    """Gradient of the fused training forward: (dx, dweight, dbias), None where not needed.
+
+    dy is d loss / d y; exactly one of y (the forward's output) and relu_mask (its bit
+    mask) gates it: batch_norm_backward of where(!(y <= 0), dy, 0).
+    """
+    return _bnorm.relu_backward(x, dy, weight, save_mean, save_invstd, need_dx, need_dweight,
+                                need_dbias, y=y, relu_mask=relu_mask)
+
+
+def batch_norm_relu_backward_inference(x, dy, running_mean, running_var, weight=None, eps=1e-5,
+                                       *, y=None, relu_mask=None, need_dx=True,
+                                       need_dweight=True, need_dbias=True):
+    """Gradient of the fused inference forward, statistics held fixed: (dx, dweight, dbias).
+
+    dy is d loss / d y, gated by exactly one of y and relu_mask as in
+    batch_norm_relu_backward.
+    """
+    eps = _check_scalar("eps", eps, 0.0)
+    return _bnorm.relu_backward_inference(x, dy, weight, running_mean, running_var, eps,
+                                          need_dx, need_dweight, need_dbias, y=y,
+                                          relu_mask=relu_mask)

@@ -10,7 +10,8 @@
 
 namespace bnorm::kernels {
 
-inline int64_t relu_mask_bytes(int64_t count) { return (count + 7) / 8; }
+// ceil(count / 8), without the overflow of (count + 7) / 8 near INT64_MAX.
+inline int64_t relu_mask_bytes(int64_t count) { return count / 8 + (count % 8 != 0); }
 
 // Writes bits [index, index + len) of mask from y[0 .. len) (y holds values
 // index .. index + len - 1). Safe when other threads write the neighbouring bits of the

@@ -3,9 +3,13 @@
 #pragma once
 
 #include <bnorm/bnorm.h>
+#include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
+#include <iomanip>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -54,6 +58,10 @@ struct CApi<float> {
   static constexpr auto forward_inference = bnorm_batch_norm_forward_inference_f32;
   static constexpr auto backward = bnorm_batch_norm_backward_f32;
   static constexpr auto backward_inference = bnorm_batch_norm_backward_inference_f32;
+  static constexpr auto relu_forward_training = bnorm_batch_norm_relu_forward_training_f32;
+  static constexpr auto relu_forward_inference = bnorm_batch_norm_relu_forward_inference_f32;
+  static constexpr auto relu_backward = bnorm_batch_norm_relu_backward_f32;
+  static constexpr auto relu_backward_inference = bnorm_batch_norm_relu_backward_inference_f32;
 };
 template <>
 struct CApi<double> {
@@ -62,7 +70,55 @@ struct CApi<double> {
   static constexpr auto forward_inference = bnorm_batch_norm_forward_inference_f64;
   static constexpr auto backward = bnorm_batch_norm_backward_f64;
   static constexpr auto backward_inference = bnorm_batch_norm_backward_inference_f64;
+  static constexpr auto relu_forward_training = bnorm_batch_norm_relu_forward_training_f64;
+  static constexpr auto relu_forward_inference = bnorm_batch_norm_relu_forward_inference_f64;
+  static constexpr auto relu_backward = bnorm_batch_norm_relu_backward_f64;
+  static constexpr auto relu_backward_inference = bnorm_batch_norm_relu_backward_inference_f64;
 };
+
+// Equal bit for bit (a NaN equals a NaN with the same bits; 0 and -0 differ). On failure
+// the message names the first differing index and both values.
+template <class T>
+::testing::AssertionResult bitwise_equal(const T* a, const T* b, size_t count) {
+  for (size_t i = 0; i < count; ++i)
+    if (std::memcmp(a + i, b + i, sizeof(T)) != 0) {
+      std::ostringstream out;
+      out << std::setprecision(17) << "first difference at index " << i << " of " << count
+          << ": " << +a[i] << " vs " << +b[i];
+      return ::testing::AssertionFailure() << out.str();
+    }
+  return ::testing::AssertionSuccess();
+}
+template <class T>
+::testing::AssertionResult bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  if (a.size() != b.size())
+    return ::testing::AssertionFailure() << "sizes differ: " << a.size() << " vs " << b.size();
+  return bitwise_equal(a.data(), b.data(), a.size());
+}
+
+// The fused ReLU: v < 0 ? 0 : v (a NaN stays NaN, as torch.relu).
+template <class T>
+T relu(T v) {
+  return v < T(0) ? T(0) : v;
+}
+
+// The ReLU bit mask of `out` (bnorm.h): bit i % 8 of byte i / 8 set when !(out[i] <= 0),
+// the last byte's unused bits 0.
+template <class T>
+std::vector<uint8_t> relu_mask_of(const std::vector<T>& out) {
+  std::vector<uint8_t> mask((out.size() + 7) / 8, 0);
+  for (size_t i = 0; i < out.size(); ++i)
+    if (!(out[i] <= T(0))) mask[i / 8] = static_cast<uint8_t>(mask[i / 8] | (1u << (i % 8)));
+  return mask;
+}
+
+// dy where the ReLU passed (!(out <= 0)), else 0: what the fused backwards compute with.
+template <class T>
+std::vector<T> relu_gated(const std::vector<T>& dy, const std::vector<T>& out) {
+  std::vector<T> g(dy.size());
+  for (size_t i = 0; i < dy.size(); ++i) g[i] = out[i] <= T(0) ? T(0) : dy[i];
+  return g;
+}
 
 // Every (n, c, spatial) from kOddSizes^3, both layouts.
 std::vector<Shape> odd_shapes();
