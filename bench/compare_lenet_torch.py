@@ -7,8 +7,8 @@
 
 Same models (d2l's LeNet and LeNet with batch norm), batch size and thread count on
 both sides, in one run. For every model and repeat, PyTorch is measured and then
-`bnorm bench` (a subprocess), alternately, so machine noise hits both; the median over
-repeats is reported, with the ratio bnorm / torch (above 1: bnorm is faster).
+`bnorm bench train` (a subprocess), alternately, so machine noise hits both; the median
+over repeats is reported, with the ratio bnorm / torch (above 1: bnorm is faster).
 
 What is timed (examples per second):
   train      `steps` SGD steps after `warmup` untimed ones; each step gathers a batch
@@ -17,7 +17,7 @@ What is timed (examples per second):
              backward and an SGD step (lr 0.9, no momentum).
   inference  eval mode, no autograd, forward over the whole test set in batches.
 Reading and decoding the IDX files happens once, before anything is timed.
-`bnorm bench` reports the same two numbers for its own engine, as one JSON object.
+`bnorm bench train` reports the same two numbers for its own engine, as one JSON object.
 """
 import argparse
 import gzip
@@ -129,9 +129,9 @@ class BnormError(Exception):
 
 
 def run_bnorm(binary, name, args):
-    cmd = [str(binary), "bench", "--model", name, "--batch-size", str(args.batch_size),
-           "--threads", str(args.threads), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--data", args.data]
+    cmd = [str(binary), "bench", "train", "--model", name,
+           "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--data", args.data]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as e:

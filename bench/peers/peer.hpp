@@ -1,5 +1,8 @@
-// Common interface of the contenders in bench_peers: each one owns its buffers,
-// allocates and first-touches them in setup(), and run() times nothing itself.
+// Common interface of the contenders in the kernel table (bench_peers, `bnorm bench
+// kernels`): each one owns its buffers, allocates and first-touches them in setup(),
+// and run() times nothing itself. The runner holds bnorm and the copy directly; ATen
+// and oneDNN live in the peers plugin and reach it through the C boundary of
+// peers_plugin.h, so this header is compiled on both sides of it.
 #pragma once
 
 #include <cstdint>
@@ -47,10 +50,12 @@ class Peer {
   virtual void teardown() = 0;
 };
 
+// In the runner (bnorm_bench_table).
 std::unique_ptr<Peer> make_bnorm_peer();
+std::unique_ptr<Peer> make_copy_peer();
+// In the plugin (bnorm_bench_peers).
 std::unique_ptr<Peer> make_aten_peer();
 // blocked: nChw16c (channels-first only); otherwise nchw / nhwc by layout.
 std::unique_ptr<Peer> make_onednn_peer(bool blocked);
-std::unique_ptr<Peer> make_copy_peer();
 
 }  // namespace bnorm_bench

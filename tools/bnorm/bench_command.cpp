@@ -1,17 +1,26 @@
-// bnorm bench: training and inference throughput of a model on the real data, as one
-// JSON object, for bench/compare_lenet_torch.py to set beside PyTorch.
+// bnorm bench: two benchmarks.
+//   kernels  the batch norm kernel table: bnorm beside ATen, oneDNN and a memory copy,
+//            in GB/s (bench/peers/kernel_table.hpp; ATen and oneDNN come from the
+//            peers plugin, loaded only here).
+//   train    training and inference throughput of a model on the real data, as one
+//            JSON object, for bench/compare_lenet_torch.py to set beside PyTorch.
 #include <cstdio>
 #include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "cli_common.h"
+#include "kernel_table.hpp"
 #include "nn/models.h"
 #include "nn/trainer.h"
+#include "progress_bar.h"
 
 namespace bnorm::cli {
 
 namespace {
 
-struct BenchArgs {
+struct TrainBenchArgs {
   std::string model = "lenet-bn";
   int64_t batch_size = 256;
   int64_t steps = 50, warmup = 5;
@@ -20,7 +29,7 @@ struct BenchArgs {
   DataOptions data;
 };
 
-void run_bench(const BenchArgs& a) {
+void run_train_bench(const TrainBenchArgs& a) {
   const int threads = apply_threads(a.threads);
   const data::TrainTest d = load_data(a.data);
   nn::TrainOptions o;
@@ -41,12 +50,10 @@ void run_bench(const BenchArgs& a) {
               static_cast<long long>(a.steps), train, inference);
 }
 
-}  // namespace
-
-void add_bench_command(CLI::App& app) {
-  auto args = std::make_shared<BenchArgs>();
-  CLI::App* sub = app.add_subcommand(
-      "bench", "Training and inference examples/sec of a model, as one JSON line");
+void add_train_bench(CLI::App& bench) {
+  auto args = std::make_shared<TrainBenchArgs>();
+  CLI::App* sub = bench.add_subcommand(
+      "train", "Training and inference examples/sec of a model, as one JSON line");
   sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   sub->add_option("--model", args->model, "Model (see `bnorm models`)")
       ->check(CLI::IsMember(nn::model_names()))
@@ -63,7 +70,108 @@ void add_bench_command(CLI::App& app) {
   sub->add_option("--lr", args->lr, "Learning rate (default: the model's)")->check(CLI::PositiveNumber);
   add_threads_option(*sub, args->threads);
   add_data_options(*sub, args->data, true);
-  sub->callback([args] { run_bench(*args); });
+  sub->callback([args] { run_train_bench(*args); });
+}
+
+// The list options as text, checked by the kernel table's own parsers so that the
+// error names the option and the bad item; their defaults are the table's.
+struct KernelBenchArgs {
+  bnorm_bench::TableOptions table;
+  std::string threads, shapes, layouts, passes;
+  double min_ms = table.min_seconds * 1000.0;
+
+  KernelBenchArgs() {
+    const auto add = [](std::string& list, const std::string& item) {
+      if (!list.empty()) list += ',';
+      list += item;
+    };
+    for (const int t : table.threads) add(threads, std::to_string(t));
+    for (const auto& shape : table.shapes) {
+      std::string dims;
+      for (const int64_t d : shape.dims) {
+        if (!dims.empty()) dims += 'x';
+        dims += std::to_string(d);
+      }
+      add(shapes, dims);
+    }
+    for (const auto layout : table.layouts) add(layouts, bnorm_bench::layout_name(layout));
+    for (const auto pass : table.passes) add(passes, bnorm_bench::pass_name(pass));
+  }
+};
+
+template <typename Parse>
+CLI::Validator list_of(Parse parse) {
+  return CLI::Validator(
+      [parse](std::string& text) {
+        try {
+          parse(text);
+          return std::string();
+        } catch (const std::invalid_argument& e) {
+          return std::string(e.what());
+        }
+      },
+      "");
+}
+
+void run_kernel_bench(KernelBenchArgs& a) {
+  a.table.threads = bnorm_bench::parse_threads(a.threads);
+  a.table.shapes = bnorm_bench::parse_shapes(a.shapes);
+  a.table.layouts = bnorm_bench::parse_layouts(a.layouts);
+  a.table.passes = bnorm_bench::parse_passes(a.passes);
+  a.table.min_seconds = a.min_ms / 1000.0;
+  a.table.progress = stderr_is_terminal();
+  a.table.program = "bnorm";
+  bnorm_bench::run_kernel_table(a.table);
+}
+
+void add_kernel_bench(CLI::App& bench) {
+  auto args = std::make_shared<KernelBenchArgs>();
+  CLI::App* sub = bench.add_subcommand(
+      "kernels",
+      "The batch norm kernel table: GB/s of bnorm beside PyTorch's ATen, oneDNN and a memory "
+      "copy, per threads x shape x layout x pass");
+  sub->footer("ATen and oneDNN come from the peers plugin, which the build makes when "
+              "libtorch-dev and libdnnl-dev are installed; BNORM_PEERS_PLUGIN=PATH loads "
+              "another. Without it their columns show '-'. Waiting OpenMP threads sleep "
+              "(OMP_WAIT_POLICY=passive) unless the environment sets a policy.");
+  sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  sub->add_option("--threads", args->threads, "Thread counts, comma-separated")
+      ->type_name("LIST")
+      ->check(list_of(bnorm_bench::parse_threads))
+      ->capture_default_str();
+  sub->add_option("--shapes", args->shapes,
+                  "Shapes NxC or NxCxHxW..., comma-separated (e.g. 64x64x56x56,256x120)")
+      ->type_name("LIST")
+      ->check(list_of(bnorm_bench::parse_shapes))
+      ->capture_default_str();
+  sub->add_option("--layouts", args->layouts, "channels_first and/or channels_last")
+      ->type_name("LIST")
+      ->check(list_of(bnorm_bench::parse_layouts))
+      ->capture_default_str();
+  sub->add_option("--passes", args->passes, "forward_train, inference and/or backward")
+      ->type_name("LIST")
+      ->check(list_of(bnorm_bench::parse_passes))
+      ->capture_default_str();
+  sub->add_option("--repeats", args->table.repeats, "Timings per cell; the median is reported")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  sub->add_option("--min-ms", args->min_ms, "Milliseconds each timing lasts at least")
+      ->check(CLI::Range(0.0, 60000.0))
+      ->capture_default_str();
+  sub->add_option("--json", args->table.json_path, "Also write the cells to FILE as JSON")
+      ->type_name("FILE");
+  sub->callback([args] { run_kernel_bench(*args); });
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  CLI::App* bench = app.add_subcommand(
+      "bench", "Benchmarks: `bench kernels` (the batch norm kernel table) or `bench train` "
+               "(a model's training throughput)");
+  add_kernel_bench(*bench);
+  add_train_bench(*bench);
+  bench->require_subcommand(1);  // main() names the two when none is given
 }
 
 }  // namespace bnorm::cli

@@ -1,10 +1,11 @@
-// bnorm: the command line. Subcommands: train, evaluate, bench, models.
+// bnorm: the command line. Subcommands: train, evaluate, bench (kernels, train), models.
 // Exit status: 0 success, 1 a run-time failure (data, checkpoint, I/O), 2 bad
 // arguments. Every failure is one line on stderr starting "bnorm: error: ".
 #include <bnorm/bnorm.hpp>
 
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "cli_common.h"
 #include "openmp_environment.h"
@@ -19,18 +20,36 @@ int main(int argc, char** argv) {
   bnorm::cli::add_evaluate_command(app);
   bnorm::cli::add_bench_command(app);
   bnorm::cli::add_models_command(app);
-  // CLI11 would report an unknown first word as "A subcommand is required".
-  const auto known = [&](const char* name) {
-    for (const CLI::App* sub : app.get_subcommands({}))
-      if (sub->get_name() == name) return true;
-    return false;
-  };
-  if (argc > 1 && argv[1][0] != '-' && !known(argv[1])) {
-    std::fprintf(stderr,
-                 "bnorm: error: unknown subcommand '%s' (expected train, evaluate, bench or "
-                 "models; see bnorm --help)\n",
-                 argv[1]);
-    return 2;
+  // CLI11 would report an unknown first word as "A subcommand is required", a missing
+  // or unknown word after `bench` as unexpected arguments: name the choices instead.
+  const CLI::App* parent = &app;
+  std::string path = "bnorm";
+  for (int i = 1;; ++i) {
+    const auto subcommands = parent->get_subcommands({});
+    if (subcommands.empty()) break;
+    const bool at_option = i >= argc || argv[i][0] == '-';
+    const bool asks_help = i < argc && (std::string(argv[i]) == "-h" ||
+                                        std::string(argv[i]).rfind("--help", 0) == 0);
+    if (at_option && (parent == &app || asks_help)) break;
+    const CLI::App* chosen = nullptr;
+    std::string names;
+    for (size_t k = 0; k < subcommands.size(); ++k) {
+      if (!at_option && subcommands[k]->get_name() == argv[i]) chosen = subcommands[k];
+      names += (k == 0 ? "" : k + 1 == subcommands.size() ? " or " : ", ") +
+               subcommands[k]->get_name();
+    }
+    if (!chosen) {
+      if (at_option)
+        std::fprintf(stderr, "bnorm: error: %s needs a subcommand: %s (see %s --help)\n",
+                     path.c_str(), names.c_str(), path.c_str());
+      else
+        std::fprintf(stderr,
+                     "bnorm: error: unknown subcommand '%s' (expected %s; see %s --help)\n",
+                     argv[i], names.c_str(), path.c_str());
+      return 2;
+    }
+    parent = chosen;
+    path += " " + chosen->get_name();
   }
   try {
     app.parse(argc, argv);
