@@ -1,5 +1,5 @@
 """The `bnorm` command line: help, argument errors, data errors, and short
-end-to-end runs (train, metrics, checkpoint, evaluate, resume).
+end-to-end runs (train, metrics, checkpoint, evaluate, resume, bench).
 
 The runs use a few hundred Fashion-MNIST examples (Debian's dataset-fashion-mnist,
 installed by scripts/install-deps), so the whole file takes seconds.
@@ -49,7 +49,8 @@ def without_timing(rows):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
-@pytest.mark.parametrize("sub", [[], ["train"], ["evaluate"], ["bench"], ["models"]])
+@pytest.mark.parametrize("sub", [[], ["train"], ["evaluate"], ["bench"], ["bench", "kernels"],
+                                 ["bench", "train"], ["models"]])
 def test_help(sub):
     r = run(*sub, "--help")
     assert r.returncode == 0
@@ -77,7 +78,18 @@ def test_models_lists_every_model():
     (["train", "--resume", "/no/such/file.ckpt"], "resume"),
     (["train", "--frobnicate"], "frobnicate"),
     (["evaluate"], "checkpoint"),
-    (["bench", "--steps", "0"], "steps"),
+    (["bench"], "kernels"),
+    (["bench", "fly"], "fly"),
+    (["bench", "--steps", "1"], "kernels or train"),
+    (["bench", "train", "--steps", "0"], "steps"),
+    (["bench", "kernels", "--shapes", "8x0x5"], "--shapes"),
+    (["bench", "kernels", "--shapes", "abc"], "--shapes"),
+    (["bench", "kernels", "--shapes", "8"], "--shapes"),
+    (["bench", "kernels", "--threads", "0"], "--threads"),
+    (["bench", "kernels", "--threads", "1,x"], "--threads"),
+    (["bench", "kernels", "--passes", "foo"], "--passes"),
+    (["bench", "kernels", "--layouts", "nchw"], "--layouts"),
+    (["bench", "kernels", "--repeats", "0"], "--repeats"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, needle):
     line = one_line_error(run(*args), 2)
@@ -186,8 +198,9 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
 
 @needs_data
 def test_bench_prints_one_json_object():
-    r = run("bench", "--model", "lenet-bn", "--steps", "2", "--warmup", "1", "--threads", "1",
-            "--batch-size", "64", "--train-examples", "256", "--test-examples", "128")
+    r = run("bench", "train", "--model", "lenet-bn", "--steps", "2", "--warmup", "1",
+            "--threads", "1", "--batch-size", "64", "--train-examples", "256",
+            "--test-examples", "128")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["model"] == "lenet-bn" and out["threads"] == 1 and out["batch_size"] == 64
@@ -241,14 +254,14 @@ def test_population_statistics_are_reported(tmp_path):
 @needs_data
 def test_debug_log_names_the_kernels_and_blas():
     env = dict(os.environ, BNORM_LOG="1")
-    r = subprocess.run([BNORM, "bench", "--steps", "1", "--warmup", "0", "--threads", "1",
+    r = subprocess.run([BNORM, "bench", "train", "--steps", "1", "--warmup", "0", "--threads", "1",
                         "--batch-size", "64", "--train-examples", "128", "--test-examples", "64"],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert "bnorm: batch norm kernels for x86-64" in r.stderr
     assert "bnorm: BLAS" in r.stderr and "kernels for" in r.stderr
-    quiet = run("bench", "--steps", "1", "--warmup", "0", "--threads", "1", "--batch-size", "64",
-                "--train-examples", "128", "--test-examples", "64")
+    quiet = run("bench", "train", "--steps", "1", "--warmup", "0", "--threads", "1",
+                "--batch-size", "64", "--train-examples", "128", "--test-examples", "64")
     assert "bnorm:" not in quiet.stderr
 
 
@@ -280,7 +293,74 @@ def test_a_diverged_run_still_writes_json_python_reads(tmp_path):
 
 @needs_data
 def test_bench_with_fewer_examples_than_a_batch_is_a_usage_error():
-    r = run("bench", "--train-examples", "10", "--batch-size", "64", "--steps", "1",
+    r = run("bench", "train", "--train-examples", "10", "--batch-size", "64", "--steps", "1",
             "--threads", "1")
     line = one_line_error(r, 2)
     assert "--train-examples" in line and "--batch-size" in line
+
+
+# The peers plugin (ATen and oneDNN) beside the binary, where CMake puts it.
+PEERS_PLUGIN = os.environ.get(
+    "BNORM_PEERS_PLUGIN",
+    os.path.join(os.path.dirname(BNORM), "bench", "peers", "libbnorm_bench_peers.so"))
+KERNELS_SMALL = ["bench", "kernels", "--shapes", "8x3x5x5", "--threads", "1", "--repeats", "2",
+                 "--min-ms", "1"]
+PASSES = ["forward_train", "inference", "backward"]
+LAYOUTS = ["channels_first", "channels_last"]
+
+
+def table_rows(stdout):
+    """The cells of the kernel table, one dict per row, keyed by the header's columns."""
+    lines = stdout.strip().splitlines()
+    header = lines[0].split()
+    assert header == ["thr", "shape", "layout", "pass", "bnorm", "aten", "onednn", "(format)",
+                      "copy", "b/aten", "b/onednn", "b/copy"], lines[0]
+    assert lines[-1].startswith("GB/s = model bytes / median time"), lines[-1]
+    return [dict(zip(header, line.split())) for line in lines[1:-1]]
+
+
+def test_bench_kernels_prints_the_table_and_json(tmp_path):
+    path = tmp_path / "k.json"
+    r = run(*KERNELS_SMALL, "--json", str(path))
+    assert r.returncode == 0, r.stderr
+    rows = table_rows(r.stdout)
+    assert [(row["thr"], row["shape"], row["layout"], row["pass"]) for row in rows] == [
+        ("1", "(8,3,5,5)", layout, p) for layout in LAYOUTS for p in PASSES]
+    cells = json.loads(path.read_text())
+    assert cells["unit"] == "GB/s"
+    assert [(c["threads"], c["shape"], c["layout"], c["pass"]) for c in cells["rows"]] == [
+        (1, [8, 3, 5, 5], layout, p) for layout in LAYOUTS for p in PASSES]
+    for row, cell in zip(rows, cells["rows"]):
+        assert cell["bnorm"] > 0 and cell["copy"] > 0
+        assert float(row["bnorm"]) > 0 and row["b/copy"].endswith("x")
+    if os.path.exists(PEERS_PLUGIN):  # built where libtorch-dev and libdnnl-dev are
+        assert "note:" not in r.stderr, r.stderr
+        for row, cell in zip(rows, cells["rows"]):
+            assert cell["aten"] > 0 and cell["onednn"] > 0, cell
+            assert float(row["aten"]) > 0 and float(row["onednn"]) > 0
+            assert row["(format)"] in ({"nchw", "nChw16c"} if cell["layout"] == "channels_first"
+                                       else {"nhwc"})
+
+
+def test_bench_kernels_without_the_plugin_shows_dashes(tmp_path):
+    path = tmp_path / "k.json"
+    env = dict(os.environ, BNORM_PEERS_PLUGIN="/nonexistent")
+    r = subprocess.run([BNORM, *KERNELS_SMALL, "--layouts", "channels_last", "--passes",
+                        "backward", "--json", str(path)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = table_rows(r.stdout)
+    assert [(row["layout"], row["pass"]) for row in rows] == [("channels_last", "backward")]
+    row = rows[0]
+    assert row["aten"] == row["onednn"] == row["(format)"] == "-"
+    assert row["b/aten"] == row["b/onednn"] == "-" and float(row["bnorm"]) > 0
+    cell = json.loads(path.read_text())["rows"][0]
+    assert cell["aten"] is None and cell["onednn"] is None and cell["bnorm"] > 0
+    note = r.stderr.strip().splitlines()
+    assert len(note) == 1 and note[0].startswith("bnorm: note: "), r.stderr
+    assert "/nonexistent" in note[0] and "libtorch-dev" in note[0] and "libdnnl-dev" in note[0]
+
+
+def test_bench_kernels_unwritable_json_fails_before_measuring(tmp_path):
+    line = one_line_error(run(*KERNELS_SMALL, "--json", str(tmp_path / "no" / "k.json")), 1)
+    assert "--json" in line and r"k.json" in line
