@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,24 @@ struct Shape {
 
 const char *layout_name(Layout layout);
 const char *pass_name(Pass pass);
+
+// Buffers on 64-byte (cache-line) boundaries, as ATen and oneDNN allocate theirs, so
+// no peer's timing includes stores split across lines that another's does not.
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U> &) {}
+  T *allocate(size_t count) {
+    void *p = ::operator new(count * sizeof(T), std::align_val_t{64});
+    return static_cast<T *>(p);
+  }
+  void deallocate(T *p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  template <class U>
+  bool operator==(const CacheLineAllocator<U> &) const { return true; }
+};
+using Floats = std::vector<float, CacheLineAllocator<float>>;
 
 // Deterministic values in [-1, 1) + offset, so every peer sees the same data.
 void fill_pattern(float *data, int64_t count, uint32_t seed, float offset = 0.0f);

@@ -63,7 +63,7 @@ class BnormPeer final : public Peer {
   }
 
   void teardown() override {
-    for (auto *v : {&x_, &y_, &dy_, &dx_}) std::vector<float>().swap(*v);
+    for (auto *v : {&x_, &y_, &dy_, &dx_}) Floats().swap(*v);
   }
 
  private:
@@ -71,7 +71,7 @@ class BnormPeer final : public Peer {
   static constexpr double kMomentum = 0.1;
   int64_t n_ = 0, c_ = 0, spatial_ = 0;
   bnorm_layout layout_ = BNORM_CHANNELS_FIRST;
-  std::vector<float> x_, y_, dy_, dx_;
+  Floats x_, y_, dy_, dx_;
   std::vector<float> weight_, bias_, running_mean_, running_var_, save_mean_, save_invstd_,
       dweight_, dbias_;
 };

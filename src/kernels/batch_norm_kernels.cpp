@@ -14,6 +14,7 @@
 // (AVX2 + FMA) and baseline x86-64, and the loader picks one at start-up (GCC
 // target_clones). The source stays plain loops written for the vectorizer.
 #include "kernels/batch_norm_kernels.h"
+#include "kernels/cache_blocking.h"
 #include "kernels/relu_mask.h"
 #include "kernels/streaming_store.h"
 
@@ -79,6 +80,14 @@ struct ChannelsFirstChunks {
     if (pieces_per_row > 1) return (chunk / pieces_per_row) * row_stride + (chunk % pieces_per_row) * kChunk;
     return (chunk * rows_per_chunk + k) * row_stride;
   }
+  // The offset of the segment read after segment k of `chunk` when it is another row
+  // of the channel (the one below), or -1 (the last row, or pieces of one long row,
+  // which are contiguous and need no help).
+  int64_t next_row_offset(int64_t chunk, int64_t k) const {
+    if (pieces_per_row > 1) return -1;
+    const int64_t row = chunk * rows_per_chunk + k;
+    return row + 1 < n ? (row + 1) * row_stride : -1;
+  }
   int64_t segment_length(int64_t chunk) const {
     if (pieces_per_row > 1) return std::min(kChunk, spatial - (chunk % pieces_per_row) * kChunk);
     return spatial;
@@ -132,10 +141,22 @@ BNORM_INLINE void load8(const float* p, Double8& out) {
 }
 BNORM_INLINE void load8(const double* p, Double8& out) { std::memcpy(&out, p, sizeof out); }
 
-// d = x - shift[l]:  s1[l] += sum(d),  s2[l] += sum(d^2)  over one contiguous run.
+// Channels-first runs are rows of one channel, c * spatial apart: the hardware
+// prefetcher restarts at every row (and every 4 KiB page) and a row of a few KiB is over
+// before it has ramped up, so a channel's rows read at a third of the stream speed
+// (measured: 9 against 28 GB/s, (64,64,56,56), one thread). The sums therefore touch
+// the next row (`next`, or nullptr) at the same offset as they read the current one:
+// when the loop gets there, the row is on its way.
+template <class T>
+BNORM_INLINE void prefetch_line(const T* next, int64_t i) {
+  if (next) __builtin_prefetch(next + i, 0, 3);
+}
+
+// d = x - shift[l]:  s1[l] += sum(d),  s2[l] += sum(d^2)  over one contiguous run; the
+// run to read next starts at `next` (prefetched as this one is read; may be nullptr).
 template <int V, class T>
 BNORM_INLINE void lane_shifted_sums(const T* x, int64_t len, const double* shift, double* s1,
-                                    double* s2) {
+                                    double* s2, const T* next = nullptr) {
   constexpr int P = 8 * V;
   Double8 k[V], a1[V], a2[V];
   for (int v = 0; v < V; ++v) {
@@ -144,7 +165,9 @@ BNORM_INLINE void lane_shifted_sums(const T* x, int64_t len, const double* shift
     a2[v] = Double8{};
   }
   int64_t i = 0;
-  for (; i + P <= len; i += P)
+  for (; i + P <= len; i += P) {
+    for (int64_t line = 0; line < int64_t{P} * int64_t{sizeof(T)}; line += 64)
+      prefetch_line(next, i + line / int64_t{sizeof(T)});
     for (int v = 0; v < V; ++v) {
       Double8 d;
       load8(x + i + 8 * v, d);
@@ -152,6 +175,7 @@ BNORM_INLINE void lane_shifted_sums(const T* x, int64_t len, const double* shift
       a1[v] += d;
       a2[v] += d * d;
     }
+  }
   double b1[P], b2[P];
   std::memcpy(b1, a1, sizeof b1);
   std::memcpy(b2, a2, sizeof b2);
@@ -169,10 +193,12 @@ BNORM_INLINE void lane_shifted_sums(const T* x, int64_t len, const double* shift
 // xc = x - center[l], g = gated dy:
 //   s_dy[l] += sum(g),  s_dyxc[l] += sum(g * xc),  s_xc[l] += sum(xc).
 // Gated: g = !(gate <= 0) ? dy : 0 (the fused ReLU's backward), else g = dy.
+// The next run starts at next_x and next_dy (prefetched; nullptr for none).
 template <int V, bool Gated, class T>
 BNORM_INLINE void lane_backward_sums(const T* x, const T* dy, const T* gate, int64_t len,
                                      const double* center, double* s_dy, double* s_dyxc,
-                                     double* s_xc) {
+                                     double* s_xc, const T* next_x = nullptr,
+                                     const T* next_dy = nullptr) {
   constexpr int P = 8 * V;
   Double8 k[V], g[V], p[V], q[V];
   for (int v = 0; v < V; ++v) {
@@ -182,7 +208,11 @@ BNORM_INLINE void lane_backward_sums(const T* x, const T* dy, const T* gate, int
     q[v] = Double8{};
   }
   int64_t i = 0;
-  for (; i + P <= len; i += P)
+  for (; i + P <= len; i += P) {
+    for (int64_t line = 0; line < int64_t{P} * int64_t{sizeof(T)}; line += 64) {
+      prefetch_line(next_x, i + line / int64_t{sizeof(T)});
+      prefetch_line(next_dy, i + line / int64_t{sizeof(T)});
+    }
     for (int v = 0; v < V; ++v) {
       Double8 xc, d;
       load8(x + i + 8 * v, xc);
@@ -197,6 +227,7 @@ BNORM_INLINE void lane_backward_sums(const T* x, const T* dy, const T* gate, int
       p[v] += d * xc;
       q[v] += xc;
     }
+  }
   double bg[P], bp[P], bq[P];
   std::memcpy(bg, g, sizeof bg);
   std::memcpy(bp, p, sizeof bp);
@@ -269,8 +300,11 @@ BNORM_INLINE Moments cf_chunk_moments_impl(const T* xc, const ChannelsFirstChunk
   double k[kLanes], s1[kLanes] = {}, s2[kLanes] = {};
   for (double& v : k) v = shift;
   const int64_t len = plan.segment_length(chunk);
-  for (int64_t seg = 0; seg < plan.segments_in(chunk); ++seg)
-    lane_shifted_sums<2>(xc + plan.segment_offset(chunk, seg), len, k, s1, s2);
+  for (int64_t seg = 0; seg < plan.segments_in(chunk); ++seg) {
+    const int64_t next = plan.next_row_offset(chunk, seg);
+    lane_shifted_sums<2>(xc + plan.segment_offset(chunk, seg), len, k, s1, s2,
+                         next < 0 ? nullptr : xc + next);
+  }
   return moments_from_shifted_sums(static_cast<double>(plan.values_in(chunk)), shift,
                                    sum_lanes(s1), sum_lanes(s2));
 }
@@ -319,13 +353,18 @@ BNORM_INLINE BackwardSums cf_chunk_backward_sums_impl(const T* xc, const T* dyc,
   const int64_t len = plan.segment_length(chunk);
   for (int64_t seg = 0; seg < plan.segments_in(chunk); ++seg) {
     const int64_t offset = plan.segment_offset(chunk, seg);
+    const int64_t next = plan.next_row_offset(chunk, seg);
     for (int64_t s = 0; s < len; s += kSubPiece) {
       const int64_t piece = std::min(kSubPiece, len - s);
       const int64_t at = offset + s;
+      const T* next_x = next < 0 ? nullptr : xc + next + s;
+      const T* next_dy = next < 0 ? nullptr : dyc + next + s;
       if (const T* gp = gate_run(gate, index + at, piece, tmp))
-        lane_backward_sums<2, true>(xc + at, dyc + at, gp, piece, k, s_dy, s_dyxc, s_xc);
+        lane_backward_sums<2, true>(xc + at, dyc + at, gp, piece, k, s_dy, s_dyxc, s_xc,
+                                    next_x, next_dy);
       else
-        lane_backward_sums<2, false>(xc + at, dyc + at, gp, piece, k, s_dy, s_dyxc, s_xc);
+        lane_backward_sums<2, false>(xc + at, dyc + at, gp, piece, k, s_dy, s_dyxc, s_xc,
+                                     next_x, next_dy);
     }
   }
   return BackwardSums{sum_lanes(s_dy), sum_lanes(s_dyxc), sum_lanes(s_xc)};
@@ -406,23 +445,39 @@ struct RowPieces {
   }
 };
 
-// Per-channel coefficients of one elementwise pass, gathered for a run.
+// Values of a run before `out` reaches a 64-byte boundary (at most len; all of it when
+// out is not even T-aligned). The elementwise loops do these first, one by one, so that
+// every vector store of the rest fills one cache line instead of straddling two: a
+// buffer from malloc is 16-byte aligned, and split stores cost the channels-first
+// passes up to a fifth of their speed (measured, (64,64,56,56), one thread).
 template <class T>
-struct AffineCoefficients {
-  T hi, lo, scale, shift;
-};
+BNORM_INLINE int64_t values_before_line(const T* out, int64_t len) {
+  const auto misaligned = reinterpret_cast<uintptr_t>(out) % 64;
+  if (misaligned % sizeof(T) != 0) return len;
+  const auto head = static_cast<int64_t>(((64 - misaligned) % 64) / sizeof(T));
+  return std::min(head, len);
+}
 
-// y = relu?(((gate(x) - hi) - lo) * scale + shift) over a run of one channel.
+// y = relu?(((gate(x) - hi) - lo) * scale + shift) for values [begin, end) of a run.
 template <bool Gated, bool Relu, class T>
-BNORM_INLINE void affine_kernel(const T* x, const T* gate, T* y, int64_t len,
+BNORM_INLINE void affine_values(const T* x, const T* gate, T* y, int64_t begin, int64_t end,
                                 AffineCoefficients<T> a) {
-  for (int64_t i = 0; i < len; ++i) {
+  for (int64_t i = begin; i < end; ++i) {
     T v = x[i];
     if constexpr (Gated) v = gate[i] <= T(0) ? T(0) : v;
     T z = ((v - a.hi) - a.lo) * a.scale + a.shift;
     if constexpr (Relu) z = z < T(0) ? T(0) : z;
     y[i] = z;
   }
+}
+
+// The same over a run of one channel, stores line-aligned after a head.
+template <bool Gated, bool Relu, class T>
+BNORM_INLINE void affine_kernel(const T* x, const T* gate, T* y, int64_t len,
+                                AffineCoefficients<T> a) {
+  const int64_t head = values_before_line(y, len);
+  affine_values<Gated, Relu>(x, gate, y, 0, head, a);
+  affine_values<Gated, Relu>(x, gate, y, head, len, a);
 }
 
 // The same with per-value coefficients repeated every `period` values (rows of channels).
@@ -529,20 +584,25 @@ BNORM_INLINE void affine_rows_impl(const T* x, T* y, int64_t ld, int64_t r0, int
   }
 }
 
-// dx = gate(dy) * k + ((x - hi) - lo) * q + r.
-template <class T>
-struct BackwardCoefficients {
-  T hi, lo, k, q, r;
-};
-
+// dx = gate(dy) * k + ((x - hi) - lo) * q + r, with BackwardCoefficients (header).
 template <bool Gated, class T>
-BNORM_INLINE void backward_affine_kernel(const T* x, const T* dy, const T* gate, T* dx,
-                                         int64_t len, BackwardCoefficients<T> a) {
-  for (int64_t i = 0; i < len; ++i) {
+BNORM_INLINE void backward_affine_values(const T* x, const T* dy, const T* gate, T* dx,
+                                         int64_t begin, int64_t end,
+                                         BackwardCoefficients<T> a) {
+  for (int64_t i = begin; i < end; ++i) {
     T g = dy[i];
     if constexpr (Gated) g = gate[i] <= T(0) ? T(0) : g;
     dx[i] = g * a.k + ((x[i] - a.hi) - a.lo) * a.q + a.r;
   }
+}
+
+// Stores line-aligned after a head, as affine_kernel.
+template <bool Gated, class T>
+BNORM_INLINE void backward_affine_kernel(const T* x, const T* dy, const T* gate, T* dx,
+                                         int64_t len, BackwardCoefficients<T> a) {
+  const int64_t head = values_before_line(dx, len);
+  backward_affine_values<Gated>(x, dy, gate, dx, 0, head, a);
+  backward_affine_values<Gated>(x, dy, gate, dx, head, len, a);
 }
 
 template <bool Gated, class T>
@@ -838,7 +898,101 @@ void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx
   });
 }
 
+// ---- fused channels-first passes ------------------------------------------------------
+
+namespace {
+
+// Run channel by channel? Slices of `slice_bytes` per channel must fit the budget, and
+// whole channels per thread must keep the threads busy: c / (nt * ceil(c / nt)) of their
+// time, at least 3/4 (the separate passes move 1.5x (forward) to 1.7x (backward) the
+// bytes, so below that they win).
+bool fused_channels(const Geometry& g, int nt, int64_t slice_bytes) {
+  if (rows_of_channels(g) || slice_bytes > fused_slice_budget()) return false;
+  return nt == 1 || 4 * g.c >= 3 * nt * ceil_div(g.c, nt);
+}
+
+// run_fn(offset, len) over channel ch's rows, in pieces of at most kApplyPiece values,
+// last piece first: the reduction has just read the slice front to back, so its end is
+// what the cache still holds; going backwards reads that part before the lines that come
+// back for it evict it. A slice larger than the L2 then still has its last L2's worth
+// read from there, where a forward walk would miss on every line.
+template <class RunFn>
+BNORM_INLINE void for_each_run_of_channel_backwards(const Geometry& g, int64_t ch,
+                                                    RunFn&& run_fn) {
+  const int64_t pieces = ceil_div(g.spatial, kApplyPiece);
+  for (int64_t i = g.n - 1; i >= 0; --i) {
+    const int64_t row = (i * g.c + ch) * g.spatial;
+    for (int64_t k = pieces - 1; k >= 0; --k)
+      run_fn(row + k * kApplyPiece, std::min(kApplyPiece, g.spatial - k * kApplyPiece));
+  }
+}
+
+}  // namespace
+
+template <class T>
+bool batch_norm_forward_fused(const Geometry& g, const T* x, T* y, Moments* moments,
+                              const ForwardCoefficientsFn<T>& coefficients, int threads,
+                              const ReluOutput& relu) {
+  const int64_t count = g.n * g.c * g.spatial;
+  const int nt = threads_for(count, threads);
+  if (!fused_channels(g, nt, g.per_channel() * static_cast<int64_t>(sizeof(T)))) return false;
+  const ChannelsFirstChunks plan(g);
+  const ApplyOptions<T> o{{}, relu, count,
+                          use_streaming_stores(count * static_cast<int64_t>(sizeof(T)))};
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t ch = 0; ch < g.c; ++ch) {
+    const T* xc = x + ch * g.spatial;
+    Moments total{};  // the fold of batch_norm_moments, chunk by chunk
+    for (int64_t j = 0; j < plan.count; ++j)
+      total = merge(total, cf_chunk_moments(xc, plan, j, static_cast<double>(xc[0])));
+    moments[ch] = total;
+    const AffineCoefficients<T> a = coefficients.call(coefficients.context, ch, total);
+    for_each_run_of_channel_backwards(g, ch, [&](int64_t offset, int64_t len) {
+      affine_run(x + offset, y + offset, offset, len, a, o);
+    });
+  }
+  return true;
+}
+
+template <class T>
+bool batch_norm_backward_fused(const Geometry& g, const T* x, const T* dy, T* dx,
+                               const T* center, BackwardSums* sums,
+                               const BackwardCoefficientsFn<T>& coefficients, int threads,
+                               const ReluGate<T>& gate) {
+  const int64_t count = g.n * g.c * g.spatial;
+  const int nt = threads_for(count, threads);
+  if (!fused_channels(g, nt, 2 * g.per_channel() * static_cast<int64_t>(sizeof(T))))
+    return false;
+  const ChannelsFirstChunks plan(g);
+  const ApplyOptions<T> o{gate, ReluOutput{}, count,
+                          use_streaming_stores(count * static_cast<int64_t>(sizeof(T)))};
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t ch = 0; ch < g.c; ++ch) {
+    BackwardSums total{};  // the fold of batch_norm_backward_sums, chunk by chunk
+    for (int64_t j = 0; j < plan.count; ++j)
+      total = add_sums(total,
+                       cf_chunk_backward_sums(x + ch * g.spatial, dy + ch * g.spatial, plan, j,
+                                              static_cast<double>(center[ch]), gate,
+                                              ch * g.spatial),
+                       ch, j);
+    sums[ch] = total;
+    const BackwardCoefficients<T> b = coefficients.call(coefficients.context, ch, total);
+    if (!dx) continue;
+    for_each_run_of_channel_backwards(g, ch, [&](int64_t offset, int64_t len) {
+      backward_affine_run(x + offset, dy + offset, dx + offset, offset, len, b, o);
+    });
+  }
+  return true;
+}
+
 #define BNORM_INSTANTIATE(T)                                                              \
+  template bool batch_norm_forward_fused<T>(const Geometry&, const T*, T*, Moments*,      \
+                                            const ForwardCoefficientsFn<T>&, int,         \
+                                            const ReluOutput&);                           \
+  template bool batch_norm_backward_fused<T>(const Geometry&, const T*, const T*, T*,     \
+                                             const T*, BackwardSums*,                     \
+                                             const BackwardCoefficientsFn<T>&, int,       \
+                                             const ReluGate<T>&);                         \
   template void batch_norm_moments<T>(const Geometry&, const T*, Moments*, int);          \
   template void batch_norm_apply<T>(const Geometry&, const T*, T*, const ChannelAffine<T>&, \
                                     int, const ReluGate<T>&, const ReluOutput&);          \

@@ -95,4 +95,53 @@ void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx
                                const BackwardAffine<T>& affine, int threads,
                                const ReluGate<T>& gate = {});
 
+// ---- fused channels-first passes (cache_blocking.h) --------------------------------
+// Each thread takes whole channels; per channel it reduces the slice, asks `coefficients`
+// for the channel's elementwise map, and applies it while the slice is still in L2.
+// Chunks, their order and the formulas are those of the separate passes above, so the
+// results are the same bits; and as each channel is one thread's, whatever the thread
+// count. They run only for channels-first data with spatial > 1, enough channels to
+// keep the threads busy and slices within fused_slice_budget(); otherwise they return
+// false having done nothing, and the caller runs the separate passes.
+
+// One channel's elementwise maps (the per-channel values of ChannelAffine and
+// BackwardAffine).
+template <class T>
+struct AffineCoefficients {
+  T hi, lo, scale, shift;
+};
+template <class T>
+struct BackwardCoefficients {
+  T hi, lo, k, q, r;
+};
+
+// The caller's per-channel step between reduction and elementwise pass, called once per
+// channel on the thread that owns it (so it may write per-channel outputs).
+template <class T>
+struct ForwardCoefficientsFn {
+  void* context;
+  AffineCoefficients<T> (*call)(void* context, int64_t ch, const Moments& moments);
+};
+template <class T>
+struct BackwardCoefficientsFn {
+  void* context;
+  BackwardCoefficients<T> (*call)(void* context, int64_t ch, const BackwardSums& sums);
+};
+
+// moments[ch] as batch_norm_moments gives them; y = relu?(affine(x)) with each channel's
+// map from `coefficients`. y may equal x.
+template <class T>
+bool batch_norm_forward_fused(const Geometry& g, const T* x, T* y, Moments* moments,
+                              const ForwardCoefficientsFn<T>& coefficients, int threads,
+                              const ReluOutput& relu = {});
+
+// sums[ch] as batch_norm_backward_sums gives them; then, when dx is not null,
+// dx = gate(dy) * k + ((x - hi) - lo) * q + r with each channel's values from
+// `coefficients`. dx may equal dy.
+template <class T>
+bool batch_norm_backward_fused(const Geometry& g, const T* x, const T* dy, T* dx,
+                               const T* center, BackwardSums* sums,
+                               const BackwardCoefficientsFn<T>& coefficients, int threads,
+                               const ReluGate<T>& gate = {});
+
 }  // namespace bnorm::kernels

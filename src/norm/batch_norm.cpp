@@ -133,6 +133,69 @@ struct Coefficients {
   T* array(int64_t c, int index) { return storage + c * index; }
 };
 
+// Training forward, per channel: from the batch moments to the map
+//   y = ((x - mean_hi) - mean_lo) * (weight * invstd) + bias,  mean = mean_hi + mean_lo,
+// kept in hi, lo, scale, shift (for the separate apply pass), with save_mean = mean_hi
+// and save_invstd when asked. The fused kernel calls it between reduce and normalize.
+template <class T>
+struct TrainingAffine {
+  const T* weight;
+  const T* bias;
+  double eps;
+  T *hi, *lo, *scale, *shift;
+  T *save_mean, *save_invstd;
+
+  kernels::AffineCoefficients<T> operator()(int64_t ch, const Moments& moments) const {
+    const double mean = moments.mean;
+    const double invstd = 1.0 / std::sqrt(moments.biased_variance() + eps);
+    hi[ch] = static_cast<T>(mean);
+    lo[ch] = static_cast<T>(mean - static_cast<double>(hi[ch]));
+    scale[ch] = static_cast<T>(value_or(weight, ch, 1.0) * invstd);
+    shift[ch] = static_cast<T>(value_or(bias, ch, 0.0));
+    if (save_mean) save_mean[ch] = hi[ch];
+    if (save_invstd) save_invstd[ch] = static_cast<T>(invstd);
+    return {hi[ch], lo[ch], scale[ch], shift[ch]};
+  }
+  static kernels::AffineCoefficients<T> call(void* self, int64_t ch, const Moments& moments) {
+    return (*static_cast<const TrainingAffine*>(self))(ch, moments);
+  }
+};
+
+// Backward, per channel: from the sums to dweight, dbias and dx's map. With
+// xc = x - save_mean and the exact batch mean = save_mean + delta, delta = sum(xc) / m
+// (save_mean is the mean rounded to T: it loses digits when |mean| >> std; x has them
+// all):
+//   sum(dy * (x - mean)) = sum(dy * xc) - delta * sum(dy)
+//   dweight = invstd * sum(dy * (x - mean)),  dbias = sum(dy)
+//   dx = weight * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean)))
+//      = dy * k + ((x - save_mean) - delta) * q + r
+template <class T>
+struct BackwardAffineMaker {
+  double m;  // values per channel
+  const T* weight;
+  const T* save_mean;
+  const T* save_invstd;
+  T *lo, *k, *q, *r;
+  T *dweight, *dbias;
+
+  kernels::BackwardCoefficients<T> operator()(int64_t ch, const BackwardSums& s) const {
+    const double delta = s.xc_sum / m;
+    const double dy_xmean_sum = s.dy_xc_sum - delta * s.dy_sum;
+    const double invstd = static_cast<double>(save_invstd[ch]);
+    const double w = value_or(weight, ch, 1.0);
+    lo[ch] = static_cast<T>(delta);
+    k[ch] = static_cast<T>(w * invstd);
+    q[ch] = static_cast<T>(-w * invstd * invstd * invstd * (dy_xmean_sum / m));
+    r[ch] = static_cast<T>(-w * invstd * (s.dy_sum / m));
+    if (dweight) dweight[ch] = static_cast<T>(dy_xmean_sum * invstd);
+    if (dbias) dbias[ch] = static_cast<T>(s.dy_sum);
+    return {save_mean[ch], lo[ch], k[ch], q[ch], r[ch]};
+  }
+  static kernels::BackwardCoefficients<T> call(void* self, int64_t ch, const BackwardSums& s) {
+    return (*static_cast<const BackwardAffineMaker*>(self))(ch, s);
+  }
+};
+
 struct MomentsTag {};
 struct SumsTag {};
 struct InvstdTag {};
@@ -172,25 +235,18 @@ void forward_training(const char* op, const Problem& p, const T* x, T* y, const 
 
   Coefficients<T> coeff(g.c, 4);
   Moments* moments = scratch<MomentsTag, Moments>(static_cast<size_t>(g.c));
-  kernels::batch_norm_moments(g, x, moments, num_threads());
-
-  // y = ((x - mean_hi) - mean_lo) * (weight * invstd) + bias, mean = mean_hi + mean_lo.
-  T* hi = coeff.array(g.c, 0);
-  T* lo = coeff.array(g.c, 1);
-  T* scale = coeff.array(g.c, 2);
-  T* shift = coeff.array(g.c, 3);
-  for (int64_t ch = 0; ch < g.c; ++ch) {
-    const double mean = moments[ch].mean;
-    const double invstd = 1.0 / std::sqrt(moments[ch].biased_variance() + eps);
-    hi[ch] = static_cast<T>(mean);
-    lo[ch] = static_cast<T>(mean - static_cast<double>(hi[ch]));
-    scale[ch] = static_cast<T>(value_or(weight, ch, 1.0) * invstd);
-    shift[ch] = static_cast<T>(value_or(bias, ch, 0.0));
-    if (save_mean) save_mean[ch] = hi[ch];
-    if (save_invstd) save_invstd[ch] = static_cast<T>(invstd);
+  TrainingAffine<T> affine{weight,          bias,           eps,
+                           coeff.array(g.c, 0), coeff.array(g.c, 1), coeff.array(g.c, 2),
+                           coeff.array(g.c, 3), save_mean,      save_invstd};
+  const int threads = num_threads();
+  if (!kernels::batch_norm_forward_fused(g, x, y, moments, {&affine, &TrainingAffine<T>::call},
+                                         threads, relu)) {
+    kernels::batch_norm_moments(g, x, moments, threads);
+    for (int64_t ch = 0; ch < g.c; ++ch) affine(ch, moments[ch]);
+    kernels::batch_norm_apply(
+        g, x, y, kernels::ChannelAffine<T>{affine.hi, affine.lo, affine.scale, affine.shift},
+        threads, {}, relu);
   }
-  kernels::batch_norm_apply(g, x, y, kernels::ChannelAffine<T>{hi, lo, scale, shift},
-                            num_threads(), {}, relu);
 
   for (int64_t ch = 0; ch < g.c; ++ch) {
     const Moments& mo = moments[ch];
@@ -249,37 +305,28 @@ void backward(const char* op, const Problem& p, const T* x, const T* dy, T* dx,
 
   Coefficients<T> coeff(g.c, 4);
   BackwardSums* sums = scratch<SumsTag, BackwardSums>(static_cast<size_t>(g.c));
-  kernels::batch_norm_backward_sums(g, x, dy, save_mean, sums, num_threads(), gate);
-
-  // With xc = x - save_mean and the exact batch mean = save_mean + delta,
-  // delta = sum(xc) / m (save_mean is the mean rounded to T: it loses digits when
-  // |mean| >> std; x has them all):
-  //   sum(dy * (x - mean)) = sum(dy * xc) - delta * sum(dy)
-  //   dweight = invstd * sum(dy * (x - mean)),  dbias = sum(dy)
-  //   dx = weight * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean)))
-  //      = dy * k + (x - mean) * q + r
-  const double m = static_cast<double>(g.per_channel());
-  T* lo = coeff.array(g.c, 0);
-  T* k = coeff.array(g.c, 1);
-  T* q = coeff.array(g.c, 2);
-  T* r = coeff.array(g.c, 3);
-  for (int64_t ch = 0; ch < g.c; ++ch) {
-    const BackwardSums& s = sums[ch];
-    const double delta = s.xc_sum / m;
-    const double dy_xmean_sum = s.dy_xc_sum - delta * s.dy_sum;
-    const double invstd = static_cast<double>(save_invstd[ch]);
-    const double w = value_or(weight, ch, 1.0);
-    lo[ch] = static_cast<T>(delta);
-    k[ch] = static_cast<T>(w * invstd);
-    q[ch] = static_cast<T>(-w * invstd * invstd * invstd * (dy_xmean_sum / m));
-    r[ch] = static_cast<T>(-w * invstd * (s.dy_sum / m));
-    if (dweight) dweight[ch] = static_cast<T>(dy_xmean_sum * invstd);
-    if (dbias) dbias[ch] = static_cast<T>(s.dy_sum);
-  }
+  BackwardAffineMaker<T> affine{static_cast<double>(g.per_channel()),
+                                weight,
+                                save_mean,
+                                save_invstd,
+                                coeff.array(g.c, 0),
+                                coeff.array(g.c, 1),
+                                coeff.array(g.c, 2),
+                                coeff.array(g.c, 3),
+                                dweight,
+                                dbias};
+  const int threads = num_threads();
+  if (kernels::batch_norm_backward_fused(g, x, dy, dx, save_mean, sums,
+                                         {&affine, &BackwardAffineMaker<T>::call}, threads,
+                                         gate))
+    return;
+  kernels::batch_norm_backward_sums(g, x, dy, save_mean, sums, threads, gate);
+  for (int64_t ch = 0; ch < g.c; ++ch) affine(ch, sums[ch]);
   if (dx)
-    kernels::batch_norm_backward_apply(g, x, dy, dx,
-                                       kernels::BackwardAffine<T>{save_mean, lo, k, q, r},
-                                       num_threads(), gate);
+    kernels::batch_norm_backward_apply(
+        g, x, dy, dx,
+        kernels::BackwardAffine<T>{save_mean, affine.lo, affine.k, affine.q, affine.r},
+        threads, gate);
 }
 
 template <class T>
