@@ -152,99 +152,127 @@ BNORM_INLINE void prefetch_line(const T* next, int64_t i) {
   if (next) __builtin_prefetch(next + i, 0, 3);
 }
 
-// d = x - shift[l]:  s1[l] += sum(d),  s2[l] += sum(d^2)  over one contiguous run; the
-// run to read next starts at `next` (prefetched as this one is read; may be nullptr).
+// The lanes of one reduction, kept (in registers, once inlined) across all the runs of
+// a chunk: a chunk of short rows ((256,16,8,8) has rows of 64 values) would otherwise
+// pay the set-up and the spill of the lanes for every row. Within a run, value i goes to
+// lane i % P; the run's last len % P values go to the tail lanes 0, 1, ... (separate
+// from the vector lanes, so each run is summed the same way wherever it starts).
+//
+// d = x - shift[l]:  s1[l] += sum(d),  s2[l] += sum(d^2).
 template <int V, class T>
-BNORM_INLINE void lane_shifted_sums(const T* x, int64_t len, const double* shift, double* s1,
-                                    double* s2, const T* next = nullptr) {
-  constexpr int P = 8 * V;
+struct ShiftedLanes {
+  static constexpr int P = 8 * V;
+  const double* shift;
   Double8 k[V], a1[V], a2[V];
-  for (int v = 0; v < V; ++v) {
-    load8(shift + 8 * v, k[v]);
-    a1[v] = Double8{};
-    a2[v] = Double8{};
-  }
-  int64_t i = 0;
-  for (; i + P <= len; i += P) {
-    for (int64_t line = 0; line < int64_t{P} * int64_t{sizeof(T)}; line += 64)
-      prefetch_line(next, i + line / int64_t{sizeof(T)});
+  double t1[P] = {}, t2[P] = {};
+
+  BNORM_INLINE explicit ShiftedLanes(const double* lane_shift) : shift(lane_shift) {
     for (int v = 0; v < V; ++v) {
-      Double8 d;
-      load8(x + i + 8 * v, d);
-      d -= k[v];
-      a1[v] += d;
-      a2[v] += d * d;
+      load8(shift + 8 * v, k[v]);
+      a1[v] = Double8{};
+      a2[v] = Double8{};
     }
   }
-  double b1[P], b2[P];
-  std::memcpy(b1, a1, sizeof b1);
-  std::memcpy(b2, a2, sizeof b2);
-  for (int l = 0; i < len; ++i, ++l) {
-    const double d = static_cast<double>(x[i]) - shift[l];
-    b1[l] += d;
-    b2[l] += d * d;
+
+  // One contiguous run; the run read after it starts at `next` (prefetched as this one
+  // is read; nullptr for none).
+  BNORM_INLINE void add_run(const T* x, int64_t len, const T* next = nullptr) {
+    int64_t i = 0;
+    for (; i + P <= len; i += P) {
+      for (int64_t line = 0; line < int64_t{P} * int64_t{sizeof(T)}; line += 64)
+        prefetch_line(next, i + line / int64_t{sizeof(T)});
+      for (int v = 0; v < V; ++v) {
+        Double8 d;
+        load8(x + i + 8 * v, d);
+        d -= k[v];
+        a1[v] += d;
+        a2[v] += d * d;
+      }
+    }
+    for (int l = 0; i < len; ++i, ++l) {
+      const double d = static_cast<double>(x[i]) - shift[l];
+      t1[l] += d;
+      t2[l] += d * d;
+    }
   }
-  for (int l = 0; l < P; ++l) {
-    s1[l] += b1[l];
-    s2[l] += b2[l];
+
+  // s1[l] += lane l's sums, for the P lanes.
+  BNORM_INLINE void finish(double* s1, double* s2) const {
+    double b1[P], b2[P];
+    std::memcpy(b1, a1, sizeof b1);
+    std::memcpy(b2, a2, sizeof b2);
+    for (int l = 0; l < P; ++l) {
+      s1[l] += b1[l] + t1[l];
+      s2[l] += b2[l] + t2[l];
+    }
   }
-}
+};
 
 // xc = x - center[l], g = gated dy:
 //   s_dy[l] += sum(g),  s_dyxc[l] += sum(g * xc),  s_xc[l] += sum(xc).
 // Gated: g = !(gate <= 0) ? dy : 0 (the fused ReLU's backward), else g = dy.
-// The next run starts at next_x and next_dy (prefetched; nullptr for none).
-template <int V, bool Gated, class T>
-BNORM_INLINE void lane_backward_sums(const T* x, const T* dy, const T* gate, int64_t len,
-                                     const double* center, double* s_dy, double* s_dyxc,
-                                     double* s_xc, const T* next_x = nullptr,
-                                     const T* next_dy = nullptr) {
-  constexpr int P = 8 * V;
+template <int V, class T>
+struct BackwardLanes {
+  static constexpr int P = 8 * V;
+  const double* center;
   Double8 k[V], g[V], p[V], q[V];
-  for (int v = 0; v < V; ++v) {
-    load8(center + 8 * v, k[v]);
-    g[v] = Double8{};
-    p[v] = Double8{};
-    q[v] = Double8{};
-  }
-  int64_t i = 0;
-  for (; i + P <= len; i += P) {
-    for (int64_t line = 0; line < int64_t{P} * int64_t{sizeof(T)}; line += 64) {
-      prefetch_line(next_x, i + line / int64_t{sizeof(T)});
-      prefetch_line(next_dy, i + line / int64_t{sizeof(T)});
-    }
+  double tg[P] = {}, tp[P] = {}, tq[P] = {};
+
+  BNORM_INLINE explicit BackwardLanes(const double* lane_center) : center(lane_center) {
     for (int v = 0; v < V; ++v) {
-      Double8 xc, d;
-      load8(x + i + 8 * v, xc);
-      load8(dy + i + 8 * v, d);
-      if constexpr (Gated) {
-        Double8 gv;
-        load8(gate + i + 8 * v, gv);
-        d = gv <= Double8{} ? Double8{} : d;
-      }
-      xc -= k[v];
-      g[v] += d;
-      p[v] += d * xc;
-      q[v] += xc;
+      load8(center + 8 * v, k[v]);
+      g[v] = Double8{};
+      p[v] = Double8{};
+      q[v] = Double8{};
     }
   }
-  double bg[P], bp[P], bq[P];
-  std::memcpy(bg, g, sizeof bg);
-  std::memcpy(bp, p, sizeof bp);
-  std::memcpy(bq, q, sizeof bq);
-  for (int l = 0; i < len; ++i, ++l) {
-    const double xc = static_cast<double>(x[i]) - center[l];
-    const double d = Gated && gate[i] <= 0 ? 0.0 : static_cast<double>(dy[i]);
-    bg[l] += d;
-    bp[l] += d * xc;
-    bq[l] += xc;
+
+  // One run; the next starts at next_x and next_dy (prefetched; nullptr for none).
+  template <bool Gated>
+  BNORM_INLINE void add_run(const T* x, const T* dy, const T* gate, int64_t len,
+                            const T* next_x = nullptr, const T* next_dy = nullptr) {
+    int64_t i = 0;
+    for (; i + P <= len; i += P) {
+      for (int64_t line = 0; line < int64_t{P} * int64_t{sizeof(T)}; line += 64) {
+        prefetch_line(next_x, i + line / int64_t{sizeof(T)});
+        prefetch_line(next_dy, i + line / int64_t{sizeof(T)});
+      }
+      for (int v = 0; v < V; ++v) {
+        Double8 xc, d;
+        load8(x + i + 8 * v, xc);
+        load8(dy + i + 8 * v, d);
+        if constexpr (Gated) {
+          Double8 gv;
+          load8(gate + i + 8 * v, gv);
+          d = gv <= Double8{} ? Double8{} : d;
+        }
+        xc -= k[v];
+        g[v] += d;
+        p[v] += d * xc;
+        q[v] += xc;
+      }
+    }
+    for (int l = 0; i < len; ++i, ++l) {
+      const double xc = static_cast<double>(x[i]) - center[l];
+      const double d = Gated && gate[i] <= 0 ? 0.0 : static_cast<double>(dy[i]);
+      tg[l] += d;
+      tp[l] += d * xc;
+      tq[l] += xc;
+    }
   }
-  for (int l = 0; l < P; ++l) {
-    s_dy[l] += bg[l];
-    s_dyxc[l] += bp[l];
-    s_xc[l] += bq[l];
+
+  BNORM_INLINE void finish(double* s_dy, double* s_dyxc, double* s_xc) const {
+    double bg[P], bp[P], bq[P];
+    std::memcpy(bg, g, sizeof bg);
+    std::memcpy(bp, p, sizeof bp);
+    std::memcpy(bq, q, sizeof bq);
+    for (int l = 0; l < P; ++l) {
+      s_dy[l] += bg[l] + tg[l];
+      s_dyxc[l] += bp[l] + tp[l];
+      s_xc[l] += bq[l] + tq[l];
+    }
   }
-}
+};
 
 // Gated runs are cut into sub-pieces of kSubPiece values (a multiple of every lane
 // period, 16 to 64), so that a bit mask expands into a buffer in L1; ungated runs are
@@ -262,15 +290,15 @@ BNORM_INLINE const T* gate_run(const ReluGate<T>& gate, int64_t index, int64_t l
   return tmp;
 }
 
-// Runs `call` with V = lanes / 8 as a constant (lanes in {16, 32, 48, 64}). A switch
+// Runs the statement with V = lanes / 8 as a constant (lanes in {16, 32, 48, 64}). A switch
 // in the caller, not a lambda: a lambda's body would be compiled outside the caller's
 // target clone, at the baseline instruction set.
-#define BNORM_WITH_LANES(lanes, call) \
+#define BNORM_WITH_LANES(lanes, ...) \
   switch ((lanes) / 8) {              \
-    case 2: { constexpr int V = 2; call; } break; \
-    case 4: { constexpr int V = 4; call; } break; \
-    case 6: { constexpr int V = 6; call; } break; \
-    default: { constexpr int V = 8; call; } break; \
+    case 2: { constexpr int V = 2; __VA_ARGS__; } break; \
+    case 4: { constexpr int V = 4; __VA_ARGS__; } break; \
+    case 6: { constexpr int V = 6; __VA_ARGS__; } break; \
+    default: { constexpr int V = 8; __VA_ARGS__; } break; \
   }
 
 // Lanes for rows of c channels run flat: lcm(c, 16).
@@ -300,11 +328,12 @@ BNORM_INLINE Moments cf_chunk_moments_impl(const T* xc, const ChannelsFirstChunk
   double k[kLanes], s1[kLanes] = {}, s2[kLanes] = {};
   for (double& v : k) v = shift;
   const int64_t len = plan.segment_length(chunk);
+  ShiftedLanes<2, T> lanes(k);
   for (int64_t seg = 0; seg < plan.segments_in(chunk); ++seg) {
     const int64_t next = plan.next_row_offset(chunk, seg);
-    lane_shifted_sums<2>(xc + plan.segment_offset(chunk, seg), len, k, s1, s2,
-                         next < 0 ? nullptr : xc + next);
+    lanes.add_run(xc + plan.segment_offset(chunk, seg), len, next < 0 ? nullptr : xc + next);
   }
+  lanes.finish(s1, s2);
   return moments_from_shifted_sums(static_cast<double>(plan.values_in(chunk)), shift,
                                    sum_lanes(s1), sum_lanes(s2));
 }
@@ -324,16 +353,35 @@ BNORM_INLINE void rows_shifted_sums_impl(const T* x, int64_t ld, int64_t r0, int
     const int64_t lanes = flat_period(ld);
     double k[kMaxLanes], s1[kMaxLanes] = {}, s2[kMaxLanes] = {};
     for (int64_t l = 0; l < lanes; ++l) k[l] = static_cast<double>(x[l % ld]);
-    BNORM_WITH_LANES(lanes, (lane_shifted_sums<V>(x + r0 * ld, (r1 - r0) * ld, k, s1, s2)));
+    BNORM_WITH_LANES(lanes, {
+      ShiftedLanes<V, T> acc(k);
+      acc.add_run(x + r0 * ld, (r1 - r0) * ld);
+      acc.finish(s1, s2);
+    });
     for (int64_t j = 0; j < width; ++j) out[j] = ShiftedSums{};
     for (int64_t l = 0; l < lanes; ++l) out[l % ld] = ShiftedSums{out[l % ld].s1 + s1[l], out[l % ld].s2 + s2[l]};
     return;
   }
-  double s1[kColumnBlock] = {}, s2[kColumnBlock] = {};
-  for (int64_t r = r0; r < r1; ++r) {
+  // Four rows at a time: the per-channel accumulators (in L1) are read and written once
+  // per four values instead of once per value, and the shifts are doubles already:
+  //   s1[j] += (d0 + d1) + (d2 + d3),  s2[j] += (d0^2 + d1^2) + (d2^2 + d3^2).
+  double k[kColumnBlock], s1[kColumnBlock] = {}, s2[kColumnBlock] = {};
+  for (int64_t j = 0; j < width; ++j) k[j] = static_cast<double>(x[c0 + j]);
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const T* a = x + r * ld + c0;
+    const T *b = a + ld, *c = b + ld, *e = c + ld;
+    for (int64_t j = 0; j < width; ++j) {
+      const double d0 = static_cast<double>(a[j]) - k[j], d1 = static_cast<double>(b[j]) - k[j];
+      const double d2 = static_cast<double>(c[j]) - k[j], d3 = static_cast<double>(e[j]) - k[j];
+      s1[j] += (d0 + d1) + (d2 + d3);
+      s2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+    }
+  }
+  for (; r < r1; ++r) {
     const T* row = x + r * ld + c0;
     for (int64_t j = 0; j < width; ++j) {
-      const double d = static_cast<double>(row[j]) - static_cast<double>(x[c0 + j]);
+      const double d = static_cast<double>(row[j]) - k[j];
       s1[j] += d;
       s2[j] += d * d;
     }
@@ -351,6 +399,7 @@ BNORM_INLINE BackwardSums cf_chunk_backward_sums_impl(const T* xc, const T* dyc,
   for (double& v : k) v = center;
   alignas(64) T tmp[kSubPiece];
   const int64_t len = plan.segment_length(chunk);
+  BackwardLanes<2, T> lanes(k);
   for (int64_t seg = 0; seg < plan.segments_in(chunk); ++seg) {
     const int64_t offset = plan.segment_offset(chunk, seg);
     const int64_t next = plan.next_row_offset(chunk, seg);
@@ -360,14 +409,32 @@ BNORM_INLINE BackwardSums cf_chunk_backward_sums_impl(const T* xc, const T* dyc,
       const T* next_x = next < 0 ? nullptr : xc + next + s;
       const T* next_dy = next < 0 ? nullptr : dyc + next + s;
       if (const T* gp = gate_run(gate, index + at, piece, tmp))
-        lane_backward_sums<2, true>(xc + at, dyc + at, gp, piece, k, s_dy, s_dyxc, s_xc,
-                                    next_x, next_dy);
+        lanes.template add_run<true>(xc + at, dyc + at, gp, piece, next_x, next_dy);
       else
-        lane_backward_sums<2, false>(xc + at, dyc + at, gp, piece, k, s_dy, s_dyxc, s_xc,
-                                     next_x, next_dy);
+        lanes.template add_run<false>(xc + at, dyc + at, gp, piece, next_x, next_dy);
     }
   }
+  lanes.finish(s_dy, s_dyxc, s_xc);
   return BackwardSums{sum_lanes(s_dy), sum_lanes(s_dyxc), sum_lanes(s_xc)};
+}
+
+// Rows r .. r + 3 (ld apart) of `width` channels into the per-channel sums, the four
+// values of a channel added together first; dy gated by `gate` (rows gate_ld apart) if
+// Gated.
+template <bool Gated, class T>
+BNORM_INLINE void backward_sums_4_rows(const T* x, const T* dy, const T* gate, int64_t ld,
+                                       int64_t gate_ld, int64_t width, const double* k,
+                                       double* s_dy, double* s_dyxc, double* s_xc) {
+  for (int64_t j = 0; j < width; ++j) {
+    double xc[4], g[4];
+    for (int u = 0; u < 4; ++u) {
+      xc[u] = static_cast<double>(x[u * ld + j]) - k[j];
+      g[u] = Gated && gate[u * gate_ld + j] <= 0 ? 0.0 : static_cast<double>(dy[u * ld + j]);
+    }
+    s_dy[j] += (g[0] + g[1]) + (g[2] + g[3]);
+    s_dyxc[j] += (g[0] * xc[0] + g[1] * xc[1]) + (g[2] * xc[2] + g[3] * xc[3]);
+    s_xc[j] += (xc[0] + xc[1]) + (xc[2] + xc[3]);
+  }
 }
 
 template <class T>
@@ -382,14 +449,17 @@ BNORM_INLINE void rows_backward_sums_impl(const T* x, const T* dy, int64_t ld, i
     double k[kMaxLanes], a[kMaxLanes] = {}, b[kMaxLanes] = {}, q[kMaxLanes] = {};
     for (int64_t l = 0; l < lanes; ++l) k[l] = static_cast<double>(center[l % ld]);
     const int64_t begin = r0 * ld, len = (r1 - r0) * ld;
-    for (int64_t s = 0; s < len; s += kSubPiece) {
-      const int64_t piece = std::min(kSubPiece, len - s), at = begin + s;
-      if (const T* gp = gate_run(gate, at, piece, tmp)) {
-        BNORM_WITH_LANES(lanes, (lane_backward_sums<V, true>(x + at, dy + at, gp, piece, k, a, b, q)));
-      } else {
-        BNORM_WITH_LANES(lanes, (lane_backward_sums<V, false>(x + at, dy + at, gp, piece, k, a, b, q)));
+    BNORM_WITH_LANES(lanes, {
+      BackwardLanes<V, T> acc(k);
+      for (int64_t s = 0; s < len; s += kSubPiece) {
+        const int64_t piece = std::min(kSubPiece, len - s), at = begin + s;
+        if (const T* gp = gate_run(gate, at, piece, tmp))
+          acc.template add_run<true>(x + at, dy + at, gp, piece);
+        else
+          acc.template add_run<false>(x + at, dy + at, gp, piece);
       }
-    }
+      acc.finish(a, b, q);
+    });
     for (int64_t j = 0; j < width; ++j) out[j] = BackwardSums{};
     for (int64_t l = 0; l < lanes; ++l) {
       BackwardSums& o = out[l % ld];
@@ -397,13 +467,32 @@ BNORM_INLINE void rows_backward_sums_impl(const T* x, const T* dy, int64_t ld, i
     }
     return;
   }
-  double s_dy[kColumnBlock] = {}, s_dyxc[kColumnBlock] = {}, s_xc[kColumnBlock] = {};
-  for (int64_t r = r0; r < r1; ++r) {
+  double k[kColumnBlock], s_dy[kColumnBlock] = {}, s_dyxc[kColumnBlock] = {},
+      s_xc[kColumnBlock] = {};
+  for (int64_t j = 0; j < width; ++j) k[j] = static_cast<double>(center[c0 + j]);
+  int64_t r = r0;
+  // Four rows at a time, as rows_shifted_sums_impl; a mask gate expands the four rows'
+  // bits into tmp (4 * width <= kSubPiece values), so every gate sums the same way.
+  static_assert(4 * kColumnBlock <= kSubPiece, "four rows of a column block fit in tmp");
+  for (; r + 4 <= r1; r += 4) {
+    const int64_t at = r * ld + c0;
+    if (gate.mask) {
+      for (int64_t u = 0; u < 4; ++u) gate_run(gate, at + u * ld, width, tmp + u * width);
+      backward_sums_4_rows<true>(x + at, dy + at, tmp, ld, width, width, k, s_dy, s_dyxc, s_xc);
+    } else if (gate.y) {
+      backward_sums_4_rows<true>(x + at, dy + at, gate.y + at, ld, ld, width, k, s_dy, s_dyxc,
+                                 s_xc);
+    } else {
+      backward_sums_4_rows<false>(x + at, dy + at, dy + at, ld, ld, width, k, s_dy, s_dyxc,
+                                  s_xc);
+    }
+  }
+  for (; r < r1; ++r) {
     const T* xr = x + r * ld + c0;
     const T* gr = dy + r * ld + c0;
     const T* gate_r = gate_run(gate, r * ld + c0, width, tmp);
     for (int64_t j = 0; j < width; ++j) {
-      const double xc = static_cast<double>(xr[j]) - static_cast<double>(center[c0 + j]);
+      const double xc = static_cast<double>(xr[j]) - k[j];
       const double g = gate_r && gate_r[j] <= 0 ? 0.0 : static_cast<double>(gr[j]);
       s_dy[j] += g;
       s_dyxc[j] += g * xc;
