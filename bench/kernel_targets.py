@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Each cell of the kernel table against the kernel issue's target.
+
+Reads the JSON of `bnorm bench kernels --json FILE` (or bench_peers) and prints, per
+cell, bnorm's GB/s, the target and whether it is met. The target of a cell is the lower
+of 1.5x the faster peer (PyTorch's ATen, oneDNN) and a share of the copy measured in the
+same run:
+    channels-first: forward_train and inference 90%, backward 80% of the copy;
+    channels-last:  forward_train 60%, backward 55%, inference 90% of the copy
+(channels-last statistics need a full pass before the normalize pass). A cell without
+any peer figure is judged against the copy alone.
+
+    bench/kernel_targets.py table.json [more.json ...]
+"""
+import argparse
+import json
+import sys
+
+COPY_SHARE = {
+    ("channels_first", "forward_train"): 0.90,
+    ("channels_first", "inference"): 0.90,
+    ("channels_first", "backward"): 0.80,
+    ("channels_last", "forward_train"): 0.60,
+    ("channels_last", "inference"): 0.90,
+    ("channels_last", "backward"): 0.55,
+}
+PEER_FACTOR = 1.5
+
+
+def target(row):
+    """(target GB/s, what sets it) for one row of the table's JSON."""
+    share = COPY_SHARE[(row["layout"], row["pass"])]
+    candidates = [(share * row["copy"], f"{share:.0%} copy")]
+    peers = [row[p] for p in ("aten", "onednn") if row.get(p) is not None]
+    if peers:
+        candidates.append((PEER_FACTOR * max(peers), f"{PEER_FACTOR}x peer"))
+    return min(candidates)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("json", nargs="+", help="JSON files written by bnorm bench kernels --json")
+    args = parser.parse_args(argv)
+    rows = []
+    for path in args.json:
+        with open(path) as f:
+            rows += json.load(f)["rows"]
+    met = 0
+    print(f"{'thr':>3} {'shape':18} {'layout':14} {'pass':14} {'bnorm':>7} {'target':>7} "
+          f"{'set by':>10} {'ratio':>6}")
+    for row in rows:
+        goal, why = target(row)
+        ratio = row["bnorm"] / goal
+        met += ratio >= 1
+        shape = "(" + ",".join(str(d) for d in row["shape"]) + ")"
+        print(f"{row['threads']:>3} {shape:18} {row['layout']:14} {row['pass']:14} "
+              f"{row['bnorm']:7.2f} {goal:7.2f} {why:>10} {ratio:6.2f}{'' if ratio >= 1 else '  below'}")
+    print(f"{met} of {len(rows)} cells at target")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
