@@ -20,7 +20,9 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstdlib>
 #include <cstring>
+#include <strings.h>
 #include <vector>
 
 namespace bnorm::kernels {
@@ -36,7 +38,6 @@ namespace {
 constexpr int64_t kChunk = 8192;          // values per reduction chunk
 constexpr int64_t kColumnBlock = 256;     // channels per channels-last work item
 constexpr int64_t kApplyPiece = 16384;    // values per elementwise work item
-constexpr int64_t kMinParallelWork = 1 << 15;  // below this, one thread is faster
 // Channels-last partials: at most 256 per channel, and at least 32 rows per chunk, so
 // the scratch (<= 24 bytes per channel per chunk) stays under 0.75 bytes per input value.
 constexpr int64_t kMaxRowChunks = 256;
@@ -45,8 +46,23 @@ constexpr int kLanes = 16;                // independent partial sums per reduct
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Below this many values one thread is faster than several: the cost of waking the
+// other threads is what it is weighed against. Spinning threads (libgomp's default)
+// wake in microseconds: 2^15 values. Sleeping ones (OMP_WAIT_POLICY=passive, which the
+// bnorm command sets on a shared machine) take a futex wake-up, 60-80 us here, as long
+// as a thread needs for half a million values: measured, 2 threads against 1, fused
+// forward training: (256,16,10,10) 0.21 against 0.18 ms, (256,6,24,24) 0.26 against
+// 0.38 ms.
+int64_t min_parallel_work() {
+  static const int64_t values = [] {
+    const char* policy = std::getenv("OMP_WAIT_POLICY");
+    return policy && strcasecmp(policy, "passive") == 0 ? int64_t{1} << 19 : int64_t{1} << 15;
+  }();
+  return values;
+}
+
 int threads_for(int64_t values, int threads) {
-  return values < kMinParallelWork ? 1 : threads;
+  return values < min_parallel_work() ? 1 : threads;
 }
 
 // Channels-first view: does the layout really have per-channel rows? (N, C) input
@@ -164,14 +180,19 @@ struct ShiftedLanes {
   static constexpr int P = 8 * V;
   const double* shift;
   Double8 k[V], a1[V], a2[V];
-  double t1[P] = {}, t2[P] = {};
+  double t1[P], t2[P];
 
-  BNORM_INLINE explicit ShiftedLanes(const double* lane_shift) : shift(lane_shift) {
+  ShiftedLanes() = default;
+  BNORM_INLINE explicit ShiftedLanes(const double* lane_shift) { reset(lane_shift); }
+  // Empty lanes with shifts lane_shift[0 .. P).
+  BNORM_INLINE void reset(const double* lane_shift) {
+    shift = lane_shift;
     for (int v = 0; v < V; ++v) {
       load8(shift + 8 * v, k[v]);
       a1[v] = Double8{};
       a2[v] = Double8{};
     }
+    for (int l = 0; l < P; ++l) t1[l] = t2[l] = 0;
   }
 
   // One contiguous run; the run read after it starts at `next` (prefetched as this one
@@ -216,15 +237,19 @@ struct BackwardLanes {
   static constexpr int P = 8 * V;
   const double* center;
   Double8 k[V], g[V], p[V], q[V];
-  double tg[P] = {}, tp[P] = {}, tq[P] = {};
+  double tg[P], tp[P], tq[P];
 
-  BNORM_INLINE explicit BackwardLanes(const double* lane_center) : center(lane_center) {
+  BackwardLanes() = default;
+  BNORM_INLINE explicit BackwardLanes(const double* lane_center) { reset(lane_center); }
+  BNORM_INLINE void reset(const double* lane_center) {
+    center = lane_center;
     for (int v = 0; v < V; ++v) {
       load8(center + 8 * v, k[v]);
       g[v] = Double8{};
       p[v] = Double8{};
       q[v] = Double8{};
     }
+    for (int l = 0; l < P; ++l) tg[l] = tp[l] = tq[l] = 0;
   }
 
   // One run; the next starts at next_x and next_dy (prefetched; nullptr for none).
@@ -856,6 +881,118 @@ BNORM_INLINE void backward_affine_slices_impl(const T* x, const T* dy, T* dx, co
                                                       o));
 }
 
+// ---- channels-first blocks walked in memory order ---------------------------------
+// A channel's slice is n rows of `spatial` values, c * spatial apart. Rows of a few
+// hundred bytes ((256,16,8,8): 256 B, 4 KiB apart) are too short for the hardware
+// prefetchers; channels c0 .. c1 - 1 of row i, though, are one contiguous run. The fused
+// passes therefore take short-row channels in blocks and walk a block in memory order:
+// row i of every channel of the block, then row i + 1. Each channel keeps its own
+// lanes and sees the same runs in the same order as it does alone, so the results are
+// the bits of the channel-at-a-time walk.
+constexpr int64_t kMaxBlockChannels = 32;
+constexpr int64_t kShortRowBytes = 4096;
+
+BackwardSums add_sums(const BackwardSums& a, const BackwardSums& b, int64_t, int64_t) {
+  return BackwardSums{a.dy_sum + b.dy_sum, a.dy_xc_sum + b.dy_xc_sum, a.xc_sum + b.xc_sum};
+}
+
+template <class T>
+BNORM_INLINE void cf_block_moments_impl(const T* x, const Geometry& g,
+                                        const ChannelsFirstChunks& plan, int64_t c0,
+                                        int64_t c1, Moments* moments) {
+  const int64_t width = c1 - c0;
+  double k[kMaxBlockChannels][kLanes];
+  ShiftedLanes<2, T> lanes[kMaxBlockChannels];
+  for (int64_t b = 0; b < width; ++b) {
+    const double shift = static_cast<double>(x[(c0 + b) * g.spatial]);  // as cf_chunk_moments
+    for (double& v : k[b]) v = shift;
+    moments[c0 + b] = Moments{};
+  }
+  const int64_t next_row = g.c * g.spatial;
+  for (int64_t j = 0; j < plan.count; ++j) {
+    for (int64_t b = 0; b < width; ++b) lanes[b].reset(k[b]);
+    const int64_t i1 = std::min(g.n, (j + 1) * plan.rows_per_chunk);
+    for (int64_t i = j * plan.rows_per_chunk; i < i1; ++i)
+      for (int64_t b = 0; b < width; ++b) {
+        const T* row = x + (i * g.c + c0 + b) * g.spatial;
+        lanes[b].add_run(row, g.spatial, i + 1 < g.n ? row + next_row : nullptr);
+      }
+    for (int64_t b = 0; b < width; ++b) {
+      double s1[kLanes] = {}, s2[kLanes] = {};
+      lanes[b].finish(s1, s2);
+      moments[c0 + b] = merge(moments[c0 + b],
+                              moments_from_shifted_sums(static_cast<double>(plan.values_in(j)),
+                                                        k[b][0], sum_lanes(s1), sum_lanes(s2)));
+    }
+  }
+}
+
+template <class T>
+BNORM_INLINE void cf_block_backward_sums_impl(const T* x, const T* dy, const Geometry& g,
+                                              const ChannelsFirstChunks& plan, int64_t c0,
+                                              int64_t c1, const T* center,
+                                              const ReluGate<T>& gate, BackwardSums* sums) {
+  static_assert(kShortRowBytes <= kSubPiece * int64_t{sizeof(float)},
+                "a short row is one sub-piece");
+  const int64_t width = c1 - c0;
+  double k[kMaxBlockChannels][kLanes];
+  BackwardLanes<2, T> lanes[kMaxBlockChannels];
+  alignas(64) T tmp[kSubPiece];
+  for (int64_t b = 0; b < width; ++b) {
+    for (double& v : k[b]) v = static_cast<double>(center[c0 + b]);
+    sums[c0 + b] = BackwardSums{};
+  }
+  const int64_t next_row = g.c * g.spatial;
+  for (int64_t j = 0; j < plan.count; ++j) {
+    for (int64_t b = 0; b < width; ++b) lanes[b].reset(k[b]);
+    const int64_t i1 = std::min(g.n, (j + 1) * plan.rows_per_chunk);
+    for (int64_t i = j * plan.rows_per_chunk; i < i1; ++i)
+      for (int64_t b = 0; b < width; ++b) {
+        const int64_t at = (i * g.c + c0 + b) * g.spatial;
+        const bool more = i + 1 < g.n;
+        const T* next_x = more ? x + at + next_row : nullptr;
+        const T* next_dy = more ? dy + at + next_row : nullptr;
+        if (const T* gp = gate_run(gate, at, g.spatial, tmp))
+          lanes[b].template add_run<true>(x + at, dy + at, gp, g.spatial, next_x, next_dy);
+        else
+          lanes[b].template add_run<false>(x + at, dy + at, gp, g.spatial, next_x, next_dy);
+      }
+    for (int64_t b = 0; b < width; ++b) {
+      double s_dy[kLanes] = {}, s_dyxc[kLanes] = {}, s_xc[kLanes] = {};
+      lanes[b].finish(s_dy, s_dyxc, s_xc);
+      sums[c0 + b] = add_sums(sums[c0 + b],
+                              BackwardSums{sum_lanes(s_dy), sum_lanes(s_dyxc), sum_lanes(s_xc)},
+                              c0 + b, j);
+    }
+  }
+}
+
+// The block's rows in reverse memory order (the reduction's last lines first, as
+// channel_backwards), coefficients coeff[ch - c0].
+template <class T>
+BNORM_INLINE void affine_block_backwards_impl(const T* x, T* y, const Geometry& g, int64_t c0,
+                                              int64_t c1, const AffineCoefficients<T>* coeff,
+                                              const ApplyOptions<T>& o) {
+  for (int64_t i = g.n - 1; i >= 0; --i)
+    for (int64_t ch = c1 - 1; ch >= c0; --ch) {
+      const int64_t at = (i * g.c + ch) * g.spatial;
+      affine_run_impl(x + at, y + at, at, g.spatial, coeff[ch - c0], o);
+    }
+}
+
+template <class T>
+BNORM_INLINE void backward_affine_block_backwards_impl(const T* x, const T* dy, T* dx,
+                                                       const Geometry& g, int64_t c0,
+                                                       int64_t c1,
+                                                       const BackwardCoefficients<T>* coeff,
+                                                       const ApplyOptions<T>& o) {
+  for (int64_t i = g.n - 1; i >= 0; --i)
+    for (int64_t ch = c1 - 1; ch >= c0; --ch) {
+      const int64_t at = (i * g.c + ch) * g.spatial;
+      backward_affine_run_impl(x + at, dy + at, dx + at, at, g.spatial, coeff[ch - c0], o);
+    }
+}
+
 // One compiled clone set per hot loop and element type.
 #define BNORM_DEFINE_HOT_LOOPS(T)                                                          \
   BNORM_CLONES Moments cf_chunk_moments(const T* xc, const ChannelsFirstChunks& plan,      \
@@ -876,6 +1013,27 @@ BNORM_INLINE void backward_affine_slices_impl(const T* x, const T* dy, T* dx, co
                                        const T* center, const ReluGate<T>& gate,           \
                                        BackwardSums* out) {                                \
     rows_backward_sums_impl(x, dy, ld, r0, r1, c0, c1, center, gate, out);                 \
+  }                                                                                        \
+  BNORM_CLONES void cf_block_moments(const T* x, const Geometry& g,                        \
+                                     const ChannelsFirstChunks& plan, int64_t c0,          \
+                                     int64_t c1, Moments* moments) {                       \
+    cf_block_moments_impl(x, g, plan, c0, c1, moments);                                    \
+  }                                                                                        \
+  BNORM_CLONES void cf_block_backward_sums(const T* x, const T* dy, const Geometry& g,     \
+                                           const ChannelsFirstChunks& plan, int64_t c0,    \
+                                           int64_t c1, const T* center,                    \
+                                           const ReluGate<T>& gate, BackwardSums* sums) {  \
+    cf_block_backward_sums_impl(x, dy, g, plan, c0, c1, center, gate, sums);               \
+  }                                                                                        \
+  BNORM_CLONES void affine_block_backwards(const T* x, T* y, const Geometry& g, int64_t c0, \
+                                           int64_t c1, const AffineCoefficients<T>* coeff, \
+                                           const ApplyOptions<T>& o) {                     \
+    affine_block_backwards_impl(x, y, g, c0, c1, coeff, o);                                \
+  }                                                                                        \
+  BNORM_CLONES void backward_affine_block_backwards(                                       \
+      const T* x, const T* dy, T* dx, const Geometry& g, int64_t c0, int64_t c1,           \
+      const BackwardCoefficients<T>* coeff, const ApplyOptions<T>& o) {                    \
+    backward_affine_block_backwards_impl(x, dy, dx, g, c0, c1, coeff, o);                  \
   }                                                                                        \
   BNORM_CLONES void affine_slices(const T* x, T* y, const Geometry& g, const SliceWalk& w, \
                                   const ChannelAffine<T>* per_channel,                     \
@@ -989,10 +1147,6 @@ void for_each_row_block(const Geometry& g, int nt, RowsFn&& rows_fn) {
     rows_fn(item * rows_per_item, std::min(rows, (item + 1) * rows_per_item));
 }
 
-BackwardSums add_sums(const BackwardSums& a, const BackwardSums& b, int64_t, int64_t) {
-  return BackwardSums{a.dy_sum + b.dy_sum, a.dy_xc_sum + b.dy_xc_sum, a.xc_sum + b.xc_sum};
-}
-
 }  // namespace
 
 // ---- kernels ----------------------------------------------------------------------------
@@ -1103,6 +1257,18 @@ SliceWalk channel_backwards(const Geometry& g, int64_t ch) {
   return SliceWalk{ch, g.n, g.c, true};
 }
 
+// Channels per work item of a fused pass: 1, or for short rows a block walked in memory
+// order (above), as many channels as keep every thread busy, fit kMaxBlockChannels and
+// have their `slices` slices within the budget together.
+int64_t fused_block_channels(const Geometry& g, const ChannelsFirstChunks& plan, int nt,
+                             int64_t slice_bytes, size_t value_bytes) {
+  if (plan.pieces_per_row > 1 || g.spatial * static_cast<int64_t>(value_bytes) >= kShortRowBytes)
+    return 1;
+  // The block as a whole within the L2 (half the budget), so its walk back hits.
+  const int64_t fit = std::max<int64_t>(1, fused_slice_budget() / 2 / slice_bytes);
+  return std::min({kMaxBlockChannels, ceil_div(g.c, nt), fit});
+}
+
 }  // namespace
 
 template <class T>
@@ -1115,6 +1281,20 @@ bool batch_norm_forward_fused(const Geometry& g, const T* x, T* y, Moments* mome
   const ChannelsFirstChunks plan(g);
   const ApplyOptions<T> o{{}, relu, count,
                           use_streaming_stores(count * static_cast<int64_t>(sizeof(T)))};
+  const int64_t slice_bytes = g.per_channel() * static_cast<int64_t>(sizeof(T));
+  const int64_t block = fused_block_channels(g, plan, nt, slice_bytes, sizeof(T));
+  if (block > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t c0 = 0; c0 < g.c; c0 += block) {
+      const int64_t c1 = std::min(g.c, c0 + block);
+      cf_block_moments(x, g, plan, c0, c1, moments);
+      AffineCoefficients<T> a[kMaxBlockChannels];
+      for (int64_t ch = c0; ch < c1; ++ch)
+        a[ch - c0] = coefficients.call(coefficients.context, ch, moments[ch]);
+      affine_block_backwards(x, y, g, c0, c1, a, o);
+    }
+    return true;
+  }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t ch = 0; ch < g.c; ++ch) {
     const T* xc = x + ch * g.spatial;
@@ -1141,6 +1321,20 @@ bool batch_norm_backward_fused(const Geometry& g, const T* x, const T* dy, T* dx
   const ChannelsFirstChunks plan(g);
   const ApplyOptions<T> o{gate, ReluOutput{}, count,
                           use_streaming_stores(count * static_cast<int64_t>(sizeof(T)))};
+  const int64_t slice_bytes = 2 * g.per_channel() * static_cast<int64_t>(sizeof(T));
+  const int64_t block = fused_block_channels(g, plan, nt, slice_bytes, sizeof(T));
+  if (block > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t c0 = 0; c0 < g.c; c0 += block) {
+      const int64_t c1 = std::min(g.c, c0 + block);
+      cf_block_backward_sums(x, dy, g, plan, c0, c1, center, gate, sums);
+      BackwardCoefficients<T> b[kMaxBlockChannels];
+      for (int64_t ch = c0; ch < c1; ++ch)
+        b[ch - c0] = coefficients.call(coefficients.context, ch, sums[ch]);
+      if (dx) backward_affine_block_backwards(x, dy, dx, g, c0, c1, b, o);
+    }
+    return true;
+  }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t ch = 0; ch < g.c; ++ch) {
     BackwardSums total{};  // the fold of batch_norm_backward_sums, chunk by chunk

@@ -32,7 +32,9 @@ void expect_fused_changes_nothing() {
   // chunks (a row longer than one is cut into pieces) and 16384-value apply pieces.
   const Shape shapes[] = {{3, 5, 67 * 101, false}, {2, 17, 3073, false}, {4, 3, 16385, false},
                           {5, 7, 9000, false},     {33, 4, 15, false},   {2, 2, 2, false},
-                          {7, 6, 17, false},       {1, 9, 8193, false}};
+                          {7, 6, 17, false},       {1, 9, 8193, false},
+                          // 2^19+ values: two threads even when waiting threads sleep
+                          {5, 7, 16000, false},    {300, 20, 90, false}};
   for (const int threads : {1, 2}) {
     bnorm_set_num_threads(threads);
     for (const Shape& s : shapes)
@@ -89,11 +91,14 @@ TEST(FusedChannels, RunsWhereThePolicySays) {
     FusedBudget any(kAny);
     EXPECT_TRUE(forward_fused(big, 2));
     EXPECT_TRUE(backward_fused(big, 2));
-    EXPECT_TRUE(forward_fused({8, 1, 4096, false}, 1));  // one thread: any channel count
-    EXPECT_FALSE(forward_fused({8, 1, 4096, false}, 2));  // one channel cannot feed two
-    EXPECT_FALSE(forward_fused({8, 2, 4096, false}, 4));  // 2 of 4 threads busy, below 3/4
-    EXPECT_TRUE(forward_fused({8, 3, 4096, false}, 4));   // 3 of 4: just enough
-    EXPECT_TRUE(forward_fused({8, 3, 4096, false}, 2));   // 2 + 1 channels: 3/4 busy
+    // Tensors of 2^19+ values, so that every thread count is used (below that one
+    // thread does the work, OMP_WAIT_POLICY=passive or not).
+    const int64_t s = int64_t{1} << 16;
+    EXPECT_TRUE(forward_fused({8, 1, s, false}, 1));   // one thread: any channel count
+    EXPECT_FALSE(forward_fused({8, 1, s, false}, 2));  // one channel cannot feed two
+    EXPECT_FALSE(forward_fused({8, 2, s, false}, 4));  // 2 of 4 threads busy, below 3/4
+    EXPECT_TRUE(forward_fused({8, 3, s, false}, 4));   // 3 of 4: just enough
+    EXPECT_TRUE(forward_fused({8, 3, s, false}, 2));   // 2 + 1 channels: 3/4 busy
     EXPECT_FALSE(forward_fused({8, 64, 4096, true}, 2));  // channels-last: rows of channels
     EXPECT_FALSE(forward_fused({4096, 64, 1, false}, 2));  // (N, C): rows of channels
   }
