@@ -888,9 +888,11 @@ BNORM_INLINE void backward_affine_slices_impl(const T* x, const T* dy, T* dx, co
 // passes therefore take short-row channels in blocks and walk a block in memory order:
 // row i of every channel of the block, then row i + 1. Each channel keeps its own
 // lanes and sees the same runs in the same order as it does alone, so the results are
-// the bits of the channel-at-a-time walk.
+// the bits of the channel-at-a-time walk. Measured (one thread, forward training): rows
+// of 256 B ((256,16,8,8)) 17 -> 22 GB/s, backward 15.5 -> 20; rows of 2.3 KB
+// ((256,6,24,24)) 20 -> 17, so only rows under 512 bytes walk in blocks.
 constexpr int64_t kMaxBlockChannels = 32;
-constexpr int64_t kShortRowBytes = 4096;
+constexpr int64_t kShortRowBytes = 512;
 
 BackwardSums add_sums(const BackwardSums& a, const BackwardSums& b, int64_t, int64_t) {
   return BackwardSums{a.dy_sum + b.dy_sum, a.dy_xc_sum + b.dy_xc_sum, a.xc_sum + b.xc_sum};

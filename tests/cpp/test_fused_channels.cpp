@@ -34,7 +34,9 @@ void expect_fused_changes_nothing() {
                           {5, 7, 9000, false},     {33, 4, 15, false},   {2, 2, 2, false},
                           {7, 6, 17, false},       {1, 9, 8193, false},
                           // 2^19+ values: two threads even when waiting threads sleep
-                          {5, 7, 16000, false},    {300, 20, 90, false}};
+                          {5, 7, 16000, false},    {300, 20, 90, false},
+                          // short rows in channel blocks: more channels than a block
+                          {40, 70, 15, false},     {1400, 10, 40, false}};
   for (const int threads : {1, 2}) {
     bnorm_set_num_threads(threads);
     for (const Shape& s : shapes)
