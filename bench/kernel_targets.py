@@ -10,7 +10,10 @@ same run:
 (channels-last statistics need a full pass before the normalize pass). A cell without
 any peer figure is judged against the copy alone.
 
-    bench/kernel_targets.py table.json [more.json ...]
+    bench/kernel_targets.py table.json [more.json ...] [--before old.json]
+
+--before adds bnorm's GB/s from an earlier run of the same cells (another build) and
+the ratio now / before.
 """
 import argparse
 import json
@@ -27,6 +30,10 @@ COPY_SHARE = {
 PEER_FACTOR = 1.5
 
 
+def cell_key(row):
+    return (row["threads"], tuple(row["shape"]), row["layout"], row["pass"])
+
+
 def target(row):
     """(target GB/s, what sets it) for one row of the table's JSON."""
     share = COPY_SHARE[(row["layout"], row["pass"])]
@@ -40,21 +47,30 @@ def target(row):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", help="JSON files written by bnorm bench kernels --json")
+    parser.add_argument("--before", help="an earlier table's JSON: show its bnorm column too")
     args = parser.parse_args(argv)
     rows = []
     for path in args.json:
         with open(path) as f:
             rows += json.load(f)["rows"]
+    before = {}
+    if args.before:
+        with open(args.before) as f:
+            before = {cell_key(r): r["bnorm"] for r in json.load(f)["rows"]}
     met = 0
     print(f"{'thr':>3} {'shape':18} {'layout':14} {'pass':14} {'bnorm':>7} {'target':>7} "
-          f"{'set by':>10} {'ratio':>6}")
+          f"{'set by':>10} {'ratio':>6}" + (f" {'before':>7} {'now/bef':>7}" if before else ""))
     for row in rows:
         goal, why = target(row)
         ratio = row["bnorm"] / goal
         met += ratio >= 1
         shape = "(" + ",".join(str(d) for d in row["shape"]) + ")"
-        print(f"{row['threads']:>3} {shape:18} {row['layout']:14} {row['pass']:14} "
-              f"{row['bnorm']:7.2f} {goal:7.2f} {why:>10} {ratio:6.2f}{'' if ratio >= 1 else '  below'}")
+        line = (f"{row['threads']:>3} {shape:18} {row['layout']:14} {row['pass']:14} "
+                f"{row['bnorm']:7.2f} {goal:7.2f} {why:>10} {ratio:6.2f}")
+        if before:
+            old = before.get(cell_key(row))
+            line += f" {old:7.2f} {row['bnorm'] / old:6.2f}x" if old else f" {'-':>7} {'-':>7}"
+        print(line + ("" if ratio >= 1 else "  below"))
     print(f"{met} of {len(rows)} cells at target")
     return 0
 

@@ -44,3 +44,12 @@ def test_report_counts_cells_at_target(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 of 2 cells at target" in out
     assert out.count("below") == 1
+
+
+def test_before_column_compares_the_same_cells(tmp_path, capsys):
+    now, old = tmp_path / "now.json", tmp_path / "old.json"
+    now.write_text(json.dumps({"rows": [row("channels_first", "backward", bnorm=30.0)]}))
+    old.write_text(json.dumps({"rows": [row("channels_first", "backward", bnorm=20.0),
+                                        row("channels_last", "backward", bnorm=5.0)]}))
+    assert kernel_targets.main([str(now), "--before", str(old)]) == 0
+    assert "20.00   1.50x" in capsys.readouterr().out
