@@ -173,11 +173,15 @@ TYPED_TEST(KernelsVsReference, BackwardInference) {
   }
 }
 
-// Shapes past the kernels' chunk and block boundaries (8192 values, 256 channels).
+// Shapes past the kernels' chunk and block boundaries (8192 values, 256 channels), and
+// through each channels-first walk: channel by channel (rows of 512 bytes and more,
+// several chunks of rows), channel blocks in memory order (shorter rows; more channels
+// than the 32 of a block), pieces of rows longer than a chunk.
 TYPED_TEST(KernelsVsReference, LargeShapesCrossChunkBoundaries) {
   using T = TypeParam;
-  const Shape shapes[] = {{3, 2, 9000, false}, {2, 300, 5, true}, {5000, 3, 1, false},
-                          {2, 2, 20000, false}, {700, 17, 3, true},
+  const Shape shapes[] = {{3, 2, 9000, false},  {2, 300, 5, true},  {5000, 3, 1, false},
+                          {2, 2, 20000, false}, {700, 17, 3, true}, {40, 4, 250, false},
+                          {300, 3, 60, false},  {40, 70, 15, false},
                           {300000, 1, 1, true}};  // more rows than 256 chunks of kChunk
   uint32_t seed = 900;
   for (const Shape& s : shapes) {
