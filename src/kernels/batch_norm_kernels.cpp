@@ -898,11 +898,29 @@ BackwardSums add_sums(const BackwardSums& a, const BackwardSums& b, int64_t, int
   return BackwardSums{a.dy_sum + b.dy_sum, a.dy_xc_sum + b.dy_xc_sum, a.xc_sum + b.xc_sum};
 }
 
+// The memory-order walk of a block's reductions, chunk by chunk: start(j); then
+// row(i, b, offset) for row i of channel c0 + b (values at `offset`), row i of every
+// channel before row i + 1; then finish(j). (The callbacks are always inlined: a lambda
+// compiled on its own would run at the baseline instruction set.)
+template <class Start, class Row, class Finish>
+BNORM_INLINE void walk_block_chunks(const Geometry& g, const ChannelsFirstChunks& plan,
+                                    int64_t c0, int64_t c1, Start&& start, Row&& row,
+                                    Finish&& finish) {
+  for (int64_t j = 0; j < plan.count; ++j) {
+    start(j);
+    const int64_t i1 = std::min(g.n, (j + 1) * plan.rows_per_chunk);
+    for (int64_t i = j * plan.rows_per_chunk; i < i1; ++i)
+      for (int64_t b = 0; b < c1 - c0; ++b) row(i, b, (i * g.c + c0 + b) * g.spatial);
+    finish(j);
+  }
+}
+#define BNORM_INLINE_LAMBDA __attribute__((always_inline))
+
 template <class T>
 BNORM_INLINE void cf_block_moments_impl(const T* x, const Geometry& g,
                                         const ChannelsFirstChunks& plan, int64_t c0,
                                         int64_t c1, Moments* moments) {
-  const int64_t width = c1 - c0;
+  const int64_t width = c1 - c0, next_row = g.c * g.spatial;
   double k[kMaxBlockChannels][kLanes];
   ShiftedLanes<2, T> lanes[kMaxBlockChannels];
   for (int64_t b = 0; b < width; ++b) {
@@ -910,23 +928,23 @@ BNORM_INLINE void cf_block_moments_impl(const T* x, const Geometry& g,
     for (double& v : k[b]) v = shift;
     moments[c0 + b] = Moments{};
   }
-  const int64_t next_row = g.c * g.spatial;
-  for (int64_t j = 0; j < plan.count; ++j) {
-    for (int64_t b = 0; b < width; ++b) lanes[b].reset(k[b]);
-    const int64_t i1 = std::min(g.n, (j + 1) * plan.rows_per_chunk);
-    for (int64_t i = j * plan.rows_per_chunk; i < i1; ++i)
-      for (int64_t b = 0; b < width; ++b) {
-        const T* row = x + (i * g.c + c0 + b) * g.spatial;
-        lanes[b].add_run(row, g.spatial, i + 1 < g.n ? row + next_row : nullptr);
-      }
-    for (int64_t b = 0; b < width; ++b) {
-      double s1[kLanes] = {}, s2[kLanes] = {};
-      lanes[b].finish(s1, s2);
-      moments[c0 + b] = merge(moments[c0 + b],
-                              moments_from_shifted_sums(static_cast<double>(plan.values_in(j)),
-                                                        k[b][0], sum_lanes(s1), sum_lanes(s2)));
-    }
-  }
+  walk_block_chunks(
+      g, plan, c0, c1,
+      [&](int64_t) BNORM_INLINE_LAMBDA {
+        for (int64_t b = 0; b < width; ++b) lanes[b].reset(k[b]);
+      },
+      [&](int64_t i, int64_t b, int64_t at) BNORM_INLINE_LAMBDA {
+        lanes[b].add_run(x + at, g.spatial, i + 1 < g.n ? x + at + next_row : nullptr);
+      },
+      [&](int64_t j) BNORM_INLINE_LAMBDA {
+        for (int64_t b = 0; b < width; ++b) {
+          double s1[kLanes] = {}, s2[kLanes] = {};
+          lanes[b].finish(s1, s2);
+          moments[c0 + b] = merge(
+              moments[c0 + b], moments_from_shifted_sums(static_cast<double>(plan.values_in(j)),
+                                                         k[b][0], sum_lanes(s1), sum_lanes(s2)));
+        }
+      });
 }
 
 template <class T>
@@ -936,7 +954,7 @@ BNORM_INLINE void cf_block_backward_sums_impl(const T* x, const T* dy, const Geo
                                               const ReluGate<T>& gate, BackwardSums* sums) {
   static_assert(kShortRowBytes <= kSubPiece * int64_t{sizeof(float)},
                 "a short row is one sub-piece");
-  const int64_t width = c1 - c0;
+  const int64_t width = c1 - c0, next_row = g.c * g.spatial;
   double k[kMaxBlockChannels][kLanes];
   BackwardLanes<2, T> lanes[kMaxBlockChannels];
   alignas(64) T tmp[kSubPiece];
@@ -944,13 +962,12 @@ BNORM_INLINE void cf_block_backward_sums_impl(const T* x, const T* dy, const Geo
     for (double& v : k[b]) v = static_cast<double>(center[c0 + b]);
     sums[c0 + b] = BackwardSums{};
   }
-  const int64_t next_row = g.c * g.spatial;
-  for (int64_t j = 0; j < plan.count; ++j) {
-    for (int64_t b = 0; b < width; ++b) lanes[b].reset(k[b]);
-    const int64_t i1 = std::min(g.n, (j + 1) * plan.rows_per_chunk);
-    for (int64_t i = j * plan.rows_per_chunk; i < i1; ++i)
-      for (int64_t b = 0; b < width; ++b) {
-        const int64_t at = (i * g.c + c0 + b) * g.spatial;
+  walk_block_chunks(
+      g, plan, c0, c1,
+      [&](int64_t) BNORM_INLINE_LAMBDA {
+        for (int64_t b = 0; b < width; ++b) lanes[b].reset(k[b]);
+      },
+      [&](int64_t i, int64_t b, int64_t at) BNORM_INLINE_LAMBDA {
         const bool more = i + 1 < g.n;
         const T* next_x = more ? x + at + next_row : nullptr;
         const T* next_dy = more ? dy + at + next_row : nullptr;
@@ -958,15 +975,16 @@ BNORM_INLINE void cf_block_backward_sums_impl(const T* x, const T* dy, const Geo
           lanes[b].template add_run<true>(x + at, dy + at, gp, g.spatial, next_x, next_dy);
         else
           lanes[b].template add_run<false>(x + at, dy + at, gp, g.spatial, next_x, next_dy);
-      }
-    for (int64_t b = 0; b < width; ++b) {
-      double s_dy[kLanes] = {}, s_dyxc[kLanes] = {}, s_xc[kLanes] = {};
-      lanes[b].finish(s_dy, s_dyxc, s_xc);
-      sums[c0 + b] = add_sums(sums[c0 + b],
-                              BackwardSums{sum_lanes(s_dy), sum_lanes(s_dyxc), sum_lanes(s_xc)},
-                              c0 + b, j);
-    }
-  }
+      },
+      [&](int64_t j) BNORM_INLINE_LAMBDA {
+        for (int64_t b = 0; b < width; ++b) {
+          double s_dy[kLanes] = {}, s_dyxc[kLanes] = {}, s_xc[kLanes] = {};
+          lanes[b].finish(s_dy, s_dyxc, s_xc);
+          sums[c0 + b] = add_sums(
+              sums[c0 + b], BackwardSums{sum_lanes(s_dy), sum_lanes(s_dyxc), sum_lanes(s_xc)},
+              c0 + b, j);
+        }
+      });
 }
 
 // The block's rows in reverse memory order (the reduction's last lines first, as
