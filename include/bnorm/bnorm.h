@@ -232,7 +232,8 @@ int bnorm_get_num_threads(void);
 
 /* The compiled variant of the kernels this CPU runs: "x86-64-v4 (AVX-512)",
    "x86-64-v3 (AVX2, FMA)" or "x86-64 (SSE2)". With the environment variable
-   BNORM_LOG set (not "0"), the first call also prints it to stderr. */
+   BNORM_LOG set (not "0"), the first call also prints it to stderr, with the thread
+   count and the policies that choose the kernels' paths (docs/kernels.md). */
 const char *bnorm_kernel_isa(void);
 
 /* Version as major * 10000 + minor * 100 + patch, and as "major.minor.patch". */

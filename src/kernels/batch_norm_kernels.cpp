@@ -46,23 +46,9 @@ constexpr int kLanes = 16;                // independent partial sums per reduct
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Below this many values one thread is faster than several: the cost of waking the
-// other threads is what it is weighed against. Spinning threads (libgomp's default)
-// wake in microseconds: 2^15 values. Sleeping ones (OMP_WAIT_POLICY=passive, which the
-// bnorm command sets on a shared machine) take a futex wake-up, 60-80 us here, as long
-// as a thread needs for half a million values: measured, 2 threads against 1, fused
-// forward training: (256,16,10,10) 0.21 against 0.18 ms, (256,6,24,24) 0.26 against
-// 0.38 ms.
-int64_t min_parallel_work() {
-  static const int64_t values = [] {
-    const char* policy = std::getenv("OMP_WAIT_POLICY");
-    return policy && strcasecmp(policy, "passive") == 0 ? int64_t{1} << 19 : int64_t{1} << 15;
-  }();
-  return values;
-}
-
+// The threads a kernel uses: one below min_parallel_values() (defined below).
 int threads_for(int64_t values, int threads) {
-  return values < min_parallel_work() ? 1 : threads;
+  return values < min_parallel_values() ? 1 : threads;
 }
 
 // Channels-first view: does the layout really have per-channel rows? (N, C) input
@@ -1168,6 +1154,21 @@ void for_each_row_block(const Geometry& g, int nt, RowsFn&& rows_fn) {
 }
 
 }  // namespace
+
+// Below this many values one thread is faster than several: the cost of waking the
+// other threads is what it is weighed against. Spinning threads (libgomp's default)
+// wake in microseconds: 2^15 values. Sleeping ones (OMP_WAIT_POLICY=passive, which the
+// bnorm command sets on a shared machine) take a futex wake-up, 60-80 us here, as long
+// as a thread needs for half a million values: measured, 2 threads against 1, fused
+// forward training: (256,16,10,10) 0.21 against 0.18 ms, (256,6,24,24) 0.26 against
+// 0.38 ms.
+int64_t min_parallel_values() {
+  static const int64_t values = [] {
+    const char* policy = std::getenv("OMP_WAIT_POLICY");
+    return policy && strcasecmp(policy, "passive") == 0 ? int64_t{1} << 19 : int64_t{1} << 15;
+  }();
+  return values;
+}
 
 // ---- kernels ----------------------------------------------------------------------------
 

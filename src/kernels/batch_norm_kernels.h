@@ -65,6 +65,11 @@ struct ReluGate {
   const uint8_t* mask = nullptr;
 };
 
+// Below this many values a kernel runs on one thread: 2^15, or 2^19 when waiting OpenMP
+// threads sleep (OMP_WAIT_POLICY=passive, read once), as waking one costs as long as a
+// thread needs for half a million values.
+int64_t min_parallel_values();
+
 // moments[ch] = moments of channel ch's m values. threads >= 1.
 template <class T>
 void batch_norm_moments(const Geometry& g, const T* x, Moments* moments, int threads);

@@ -1,13 +1,17 @@
 // The thread count every call uses: bnorm_set_num_threads(n), or OpenMP's default.
 // Also the debug log: with BNORM_LOG set (and not "0"), the first call says on stderr
-// which compiled variant of the kernels runs and with how many threads.
+// which compiled variant of the kernels runs, with how many threads, and the policies
+// that choose between the kernels' paths (threads, fused channels, streaming stores).
 #include <omp.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
+#include "kernels/batch_norm_kernels.h"
+#include "kernels/cache_blocking.h"
 #include "kernels/isa.h"
+#include "kernels/streaming_store.h"
 #include "norm/batch_norm.h"
 
 namespace bnorm::norm {
@@ -21,8 +25,14 @@ bool log_enabled() {
 
 bool log_kernel_choice(int threads) {
   if (log_enabled())
-    std::fprintf(stderr, "bnorm: batch norm kernels for %s, %d threads\n", kernels::kernel_isa(),
-                 threads);
+    std::fprintf(stderr,
+                 "bnorm: batch norm kernels for %s, %d threads (one below %lld values); "
+                 "channels-first training fused channel by channel up to %lld KiB of slices "
+                 "per channel; streaming stores above %lld MiB of output\n",
+                 kernels::kernel_isa(), threads,
+                 static_cast<long long>(kernels::min_parallel_values()),
+                 static_cast<long long>(kernels::fused_slice_budget() >> 10),
+                 static_cast<long long>(kernels::streaming_store_threshold() >> 20));
   return true;
 }
 }  // namespace

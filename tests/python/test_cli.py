@@ -259,6 +259,7 @@ def test_debug_log_names_the_kernels_and_blas():
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert "bnorm: batch norm kernels for x86-64" in r.stderr
+    assert "fused channel by channel up to" in r.stderr and "streaming stores above" in r.stderr
     assert "bnorm: BLAS" in r.stderr and "kernels for" in r.stderr
     quiet = run("bench", "train", "--steps", "1", "--warmup", "0", "--threads", "1",
                 "--batch-size", "64", "--train-examples", "128", "--test-examples", "64")
