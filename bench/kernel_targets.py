@@ -10,13 +10,16 @@ same run:
 (channels-last statistics need a full pass before the normalize pass). A cell without
 any peer figure is judged against the copy alone.
 
-    bench/kernel_targets.py table.json [more.json ...] [--before old.json]
+    bench/kernel_targets.py table.json [more.json ...] [--before old.json [...]]
+
+With several tables (runs of the same cells) each figure is the median over the runs.
 
 --before adds bnorm's GB/s from an earlier run of the same cells (another build) and
 the ratio now / before.
 """
 import argparse
 import json
+import statistics
 import sys
 
 COPY_SHARE = {
@@ -34,6 +37,28 @@ def cell_key(row):
     return (row["threads"], tuple(row["shape"]), row["layout"], row["pass"])
 
 
+def load_rows(path):
+    with open(path) as f:
+        return json.load(f)["rows"]
+
+
+def median_rows(runs):
+    """One row per cell: with several runs of the same cells, each figure is the median
+    over the runs (the machine is noisy; a cell near its target flips between runs)."""
+    cells = {}
+    for rows in runs:
+        for row in rows:
+            cells.setdefault(cell_key(row), []).append(row)
+    merged = []
+    for same in cells.values():
+        row = dict(same[0])
+        for name in ("bnorm", "aten", "onednn", "copy"):
+            values = sorted(r[name] for r in same if r.get(name) is not None)
+            row[name] = statistics.median(values) if values else None
+        merged.append(row)
+    return merged
+
+
 def target(row):
     """(target GB/s, what sets it) for one row of the table's JSON."""
     share = COPY_SHARE[(row["layout"], row["pass"])]
@@ -46,17 +71,16 @@ def target(row):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("json", nargs="+", help="JSON files written by bnorm bench kernels --json")
-    parser.add_argument("--before", help="an earlier table's JSON: show its bnorm column too")
+    parser.add_argument("json", nargs="+",
+                        help="JSON files written by bnorm bench kernels --json (several: medians)")
+    parser.add_argument("--before", nargs="+", metavar="JSON",
+                        help="an earlier build's tables: show their (median) bnorm column too")
     args = parser.parse_args(argv)
-    rows = []
-    for path in args.json:
-        with open(path) as f:
-            rows += json.load(f)["rows"]
+    rows = median_rows([load_rows(path) for path in args.json])
     before = {}
     if args.before:
-        with open(args.before) as f:
-            before = {cell_key(r): r["bnorm"] for r in json.load(f)["rows"]}
+        before = {cell_key(r): r["bnorm"]
+                  for r in median_rows([load_rows(path) for path in args.before])}
     met = 0
     print(f"{'thr':>3} {'shape':18} {'layout':14} {'pass':14} {'bnorm':>7} {'target':>7} "
           f"{'set by':>10} {'ratio':>6}" + (f" {'before':>7} {'now/bef':>7}" if before else ""))

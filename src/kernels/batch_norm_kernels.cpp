@@ -183,7 +183,12 @@ struct ShiftedLanes {
 
   // One contiguous run; the run read after it starts at `next` (prefetched as this one
   // is read; nullptr for none).
+  // The lanes are copied into locals for the run: a member of an object in an array
+  // (the channel-block walk keeps one per channel) would otherwise be loaded and stored
+  // around every addition, a store-to-load chain per vector.
   BNORM_INLINE void add_run(const T* x, int64_t len, const T* next = nullptr) {
+    Double8 kk[V], b1[V], b2[V];
+    for (int v = 0; v < V; ++v) kk[v] = k[v], b1[v] = a1[v], b2[v] = a2[v];
     int64_t i = 0;
     for (; i + P <= len; i += P) {
       for (int64_t line = 0; line < int64_t{P} * int64_t{sizeof(T)}; line += 64)
@@ -191,11 +196,12 @@ struct ShiftedLanes {
       for (int v = 0; v < V; ++v) {
         Double8 d;
         load8(x + i + 8 * v, d);
-        d -= k[v];
-        a1[v] += d;
-        a2[v] += d * d;
+        d -= kk[v];
+        b1[v] += d;
+        b2[v] += d * d;
       }
     }
+    for (int v = 0; v < V; ++v) a1[v] = b1[v], a2[v] = b2[v];
     for (int l = 0; i < len; ++i, ++l) {
       const double d = static_cast<double>(x[i]) - shift[l];
       t1[l] += d;
@@ -242,6 +248,8 @@ struct BackwardLanes {
   template <bool Gated>
   BNORM_INLINE void add_run(const T* x, const T* dy, const T* gate, int64_t len,
                             const T* next_x = nullptr, const T* next_dy = nullptr) {
+    Double8 kk[V], bg[V], bp[V], bq[V];  // locals for the run, as in ShiftedLanes
+    for (int v = 0; v < V; ++v) kk[v] = k[v], bg[v] = g[v], bp[v] = p[v], bq[v] = q[v];
     int64_t i = 0;
     for (; i + P <= len; i += P) {
       for (int64_t line = 0; line < int64_t{P} * int64_t{sizeof(T)}; line += 64) {
@@ -257,12 +265,13 @@ struct BackwardLanes {
           load8(gate + i + 8 * v, gv);
           d = gv <= Double8{} ? Double8{} : d;
         }
-        xc -= k[v];
-        g[v] += d;
-        p[v] += d * xc;
-        q[v] += xc;
+        xc -= kk[v];
+        bg[v] += d;
+        bp[v] += d * xc;
+        bq[v] += xc;
       }
     }
+    for (int v = 0; v < V; ++v) g[v] = bg[v], p[v] = bp[v], q[v] = bq[v];
     for (int l = 0; i < len; ++i, ++l) {
       const double xc = static_cast<double>(x[i]) - center[l];
       const double d = Gated && gate[i] <= 0 ? 0.0 : static_cast<double>(dy[i]);
