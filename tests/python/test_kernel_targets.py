@@ -53,3 +53,15 @@ def test_before_column_compares_the_same_cells(tmp_path, capsys):
                                         row("channels_last", "backward", bnorm=5.0)]}))
     assert kernel_targets.main([str(now), "--before", str(old)]) == 0
     assert "20.00   1.50x" in capsys.readouterr().out
+
+
+def test_several_runs_give_the_median_of_each_figure(tmp_path, capsys):
+    paths = []
+    for k, (b, copy) in enumerate([(10.0, 50.0), (30.0, 40.0), (20.0, 60.0)]):
+        paths.append(tmp_path / f"run{k}.json")
+        paths[-1].write_text(json.dumps({"rows": [row("channels_first", "backward", bnorm=b,
+                                                      aten=None, onednn=None, copy=copy)]}))
+    assert kernel_targets.main([str(p) for p in paths]) == 0
+    out = capsys.readouterr().out
+    # median bnorm 20, median copy 50 -> target 40
+    assert " 20.00   40.00   80% copy   0.50" in out and "0 of 1 cells at target" in out
