@@ -10,6 +10,11 @@
 // Chunk boundaries depend on the shape only, never on the thread count, and chunks
 // are merged in index order, so results are bitwise identical for any thread count.
 //
+// Channels-first training runs fused where it can (batch_norm_forward_fused,
+// batch_norm_backward_fused, at the end): channel by channel, or in blocks of short-row
+// channels walked in memory order, each channel reduced and then normalized while its
+// slice is in L2. The design and its measurements: docs/kernels.md.
+//
 // Instruction sets: the hot loops are compiled for x86-64-v4 (AVX-512), x86-64-v3
 // (AVX2 + FMA) and baseline x86-64, and the loader picks one at start-up (GCC
 // target_clones). The source stays plain loops written for the vectorizer.
