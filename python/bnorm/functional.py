@@ -40,6 +40,13 @@ def _check_scalar(name, value, low=None, high=None):
     return value
 
 
+def _check_estimator(running_var_estimator):
+    """The running variance's estimator: 'unbiased' (PyTorch) or 'biased' (ONNX, Keras)."""
+    if running_var_estimator not in ("unbiased", "biased"):
+        raise ValueError("running_var_estimator must be 'unbiased' or 'biased', "
+                         f"got {running_var_estimator!r}")
+
+
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, *, running_var_estimator="unbiased"):
     """Like torch.nn.functional.batch_norm: returns y.
@@ -51,9 +58,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     training=False normalizes with running_mean and running_var.
     """
     eps = _check_scalar("eps", eps, 0.0)
-    if running_var_estimator not in ("unbiased", "biased"):
-        raise ValueError("running_var_estimator must be 'unbiased' or 'biased', "
-                         f"got {running_var_estimator!r}")
+    _check_estimator(running_var_estimator)
     if training:
         momentum = _check_scalar("momentum", momentum, 0.0, 1.0)
         y, _, _ = _bnorm.forward_training(x, weight, bias, running_mean, running_var, momentum,
@@ -98,9 +103,7 @@ def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, traini
     The arguments and the running-buffer update are batch_norm's.
     """
     eps = _check_scalar("eps", eps, 0.0)
-    if running_var_estimator not in ("unbiased", "biased"):
-        raise ValueError("running_var_estimator must be 'unbiased' or 'biased', "
-                         f"got {running_var_estimator!r}")
+    _check_estimator(running_var_estimator)
     if training:
         momentum = _check_scalar("momentum", momentum, 0.0, 1.0)
         out = _bnorm.relu_forward_training(x, weight, bias, running_mean, running_var, momentum,

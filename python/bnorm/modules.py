@@ -10,7 +10,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import _bnorm
-from .functional import _check_scalar
+from .functional import _check_estimator, _check_scalar
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -28,9 +28,7 @@ class _BatchNorm:
         dtype = np.dtype(dtype)
         if dtype not in _DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-        if running_var_estimator not in ("unbiased", "biased"):
-            raise ValueError("running_var_estimator must be 'unbiased' or 'biased', "
-                             f"got {running_var_estimator!r}")
+        _check_estimator(running_var_estimator)
         self.num_features = int(num_features)
         self.eps = _check_scalar("eps", eps, 0.0)
         self.momentum = None if momentum is None else _check_scalar("momentum", momentum, 0.0, 1.0)

@@ -39,25 +39,8 @@ struct Tolerance<double> {
 
 constexpr uint8_t kGuard = 0x5a;  // the byte after the mask, never written
 
-// A random problem. bias ~ N(0, 1) and weight ~ 1 +- 0.3 put about half of the values on
-// each side of the ReLU.
 template <class T>
-struct Problem {
-  Shape shape;
-  std::vector<T> x, dy, weight, bias, running_mean, running_var;
-  Problem(const Shape& s, uint32_t seed)
-      : shape(s),
-        x(test::random_values<T>(s.size(), seed, 0.5 * static_cast<double>(seed % 5), 2.0)),
-        dy(test::random_values<T>(s.size(), seed + 1)),
-        weight(test::random_values<T>(s.c, seed + 2, 1.0, 0.3)),
-        bias(test::random_values<T>(s.c, seed + 3)),
-        running_mean(test::random_values<T>(s.c, seed + 4, 0.5 * static_cast<double>(seed % 5))),
-        running_var(s.c) {
-    const auto r = test::random_values<T>(s.c, seed + 5);
-    for (int64_t ch = 0; ch < s.c; ++ch) running_var[ch] = static_cast<T>(2.0 + r[ch] * r[ch]);
-  }
-  int64_t mask_bytes() const { return bnorm_relu_mask_bytes(shape.n, shape.c, shape.spatial); }
-};
+using Problem = test::ReluProblem<T>;
 
 template <class T>
 std::vector<T> relu_of(std::vector<T> v) {

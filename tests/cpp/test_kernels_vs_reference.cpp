@@ -27,20 +27,9 @@ struct Tolerance<double> {
 
 // One random problem: x with a per-shape offset, weight, bias, dy, running stats.
 template <class T>
-struct Problem {
-  Shape shape;
-  std::vector<T> x, dy, weight, bias, running_mean, running_var;
+struct Problem : test::RandomProblem<T> {
   explicit Problem(const Shape& s, uint32_t seed)
-      : shape(s),
-        x(test::random_values<T>(s.size(), seed, 0.25 * static_cast<double>(seed % 7), 1.5)),
-        dy(test::random_values<T>(s.size(), seed + 1)),
-        weight(test::random_values<T>(s.c, seed + 2, 1.0, 0.3)),
-        bias(test::random_values<T>(s.c, seed + 3)),
-        running_mean(test::random_values<T>(s.c, seed + 4)),
-        running_var(s.c) {
-    const auto r = test::random_values<T>(s.c, seed + 5);
-    for (int64_t ch = 0; ch < s.c; ++ch) running_var[ch] = static_cast<T>(0.5 + r[ch] * r[ch]);
-  }
+      : test::RandomProblem<T>(s, seed, {0.25 * static_cast<double>(seed % 7), 1.5, 0.0, 0.5}) {}
 };
 
 template <class T>

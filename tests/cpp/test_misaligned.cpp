@@ -78,21 +78,7 @@ constexpr Offsets kAligned{0, 0, 0, 0, 0, 0};
 constexpr Offsets kMisaligned[] = {{1, 2, 3, 2, 1, 1}, {2, 3, 1, 3, 2, 3}, {3, 1, 2, 1, 3, 2}};
 
 template <class T>
-struct Problem {
-  Shape shape;
-  std::vector<T> x, dy, weight, bias, running_mean, running_var;
-  Problem(const Shape& s, uint32_t seed)
-      : shape(s),
-        x(test::random_values<T>(s.size(), seed, 0.5 * static_cast<double>(seed % 5), 2.0)),
-        dy(test::random_values<T>(s.size(), seed + 1)),
-        weight(test::random_values<T>(s.c, seed + 2, 1.0, 0.3)),
-        bias(test::random_values<T>(s.c, seed + 3)),
-        running_mean(test::random_values<T>(s.c, seed + 4, 0.5 * static_cast<double>(seed % 5))),
-        running_var(s.c) {
-    const auto r = test::random_values<T>(s.c, seed + 5);
-    for (int64_t ch = 0; ch < s.c; ++ch) running_var[ch] = static_cast<T>(2.0 + r[ch] * r[ch]);
-  }
-};
+using Problem = test::ReluProblem<T>;
 
 // Every output of every path, by name, as bytes; the doubles for the reference checks.
 struct Outputs {

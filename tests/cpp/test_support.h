@@ -123,4 +123,41 @@ std::vector<T> relu_gated(const std::vector<T>& dy, const std::vector<T>& out) {
 // Every (n, c, spatial) from kOddSizes^3, both layouts.
 std::vector<Shape> odd_shapes();
 
+// How a RandomProblem draws its values:
+//   x = x_offset + x_scale * N(0, 1),  dy ~ N(0, 1),  weight ~ 1 + 0.3 N(0, 1),
+//   bias ~ N(0, 1),  running_mean = mean_offset + N(0, 1),  running_var = var_floor + N(0, 1)^2.
+struct ProblemSpec {
+  double x_offset, x_scale, mean_offset, var_floor;
+};
+
+// One random problem of shape s; seeds seed .. seed + 5.
+template <class T>
+struct RandomProblem {
+  Shape shape;
+  std::vector<T> x, dy, weight, bias, running_mean, running_var;
+  RandomProblem(const Shape& s, uint32_t seed, const ProblemSpec& spec)
+      : shape(s),
+        x(random_values<T>(s.size(), seed, spec.x_offset, spec.x_scale)),
+        dy(random_values<T>(s.size(), seed + 1)),
+        weight(random_values<T>(s.c, seed + 2, 1.0, 0.3)),
+        bias(random_values<T>(s.c, seed + 3)),
+        running_mean(random_values<T>(s.c, seed + 4, spec.mean_offset)),
+        running_var(static_cast<size_t>(s.c)) {
+    const auto r = random_values<T>(s.c, seed + 5);
+    for (int64_t ch = 0; ch < s.c; ++ch)
+      running_var[ch] = static_cast<T>(spec.var_floor + r[ch] * r[ch]);
+  }
+  int64_t mask_bytes() const { return bnorm_relu_mask_bytes(shape.n, shape.c, shape.spatial); }
+};
+
+// The fused-ReLU and alignment tests' problems: about half of the values on each side of
+// the ReLU (bias ~ N(0, 1), weight ~ 1 +- 0.3), x offset by 0.5 * (seed % 5).
+template <class T>
+struct ReluProblem : RandomProblem<T> {
+  ReluProblem(const Shape& s, uint32_t seed)
+      : RandomProblem<T>(s, seed,
+                         {0.5 * static_cast<double>(seed % 5), 2.0,
+                          0.5 * static_cast<double>(seed % 5), 2.0}) {}
+};
+
 }  // namespace bnorm::test
