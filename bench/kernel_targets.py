@@ -37,9 +37,31 @@ def cell_key(row):
     return (row["threads"], tuple(row["shape"]), row["layout"], row["pass"])
 
 
+class TableError(Exception):
+    """A table file that cannot be read as the kernel table's JSON."""
+
+
+REQUIRED = ("threads", "shape", "layout", "pass", "bnorm", "copy")
+
+
 def load_rows(path):
-    with open(path) as f:
-        return json.load(f)["rows"]
+    try:
+        with open(path) as f:
+            rows = json.load(f)["rows"]
+        for row in rows:
+            missing = [k for k in REQUIRED if k not in row]
+            if missing:
+                raise TableError(f"{path}: a row lacks {', '.join(missing)}")
+            if (row["layout"], row["pass"]) not in COPY_SHARE:
+                raise TableError(f"{path}: unknown layout/pass {row['layout']}/{row['pass']}")
+        return rows
+    except OSError as e:
+        raise TableError(f"{path}: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise TableError(f"{path}: not JSON ({e.msg}, line {e.lineno})") from e
+    except (KeyError, TypeError) as e:
+        raise TableError(f"{path}: not a kernel table (expected an object with \"rows\", "
+                         "as bnorm bench kernels --json writes)") from e
 
 
 def median_rows(runs):
@@ -76,11 +98,15 @@ def main(argv=None):
     parser.add_argument("--before", nargs="+", metavar="JSON",
                         help="an earlier build's tables: show their (median) bnorm column too")
     args = parser.parse_args(argv)
-    rows = median_rows([load_rows(path) for path in args.json])
-    before = {}
-    if args.before:
-        before = {cell_key(r): r["bnorm"]
-                  for r in median_rows([load_rows(path) for path in args.before])}
+    try:
+        rows = median_rows([load_rows(path) for path in args.json])
+        before = {}
+        if args.before:
+            before = {cell_key(r): r["bnorm"]
+                      for r in median_rows([load_rows(path) for path in args.before])}
+    except TableError as e:
+        print(f"kernel_targets.py: error: {e}", file=sys.stderr)
+        return 2
     met = 0
     print(f"{'thr':>3} {'shape':18} {'layout':14} {'pass':14} {'bnorm':>7} {'target':>7} "
           f"{'set by':>10} {'ratio':>6}" + (f" {'before':>7} {'now/bef':>7}" if before else ""))

@@ -19,7 +19,7 @@ namespace bnorm::kernels {
 // backward of (64,64,56,56), 1.6 MiB of slices per channel, went from 20 to 23 GB/s at
 // 2 threads fused, and no shape up to 100 MB slices was slower fused (docs/benchmarks.md).
 // BNORM_FUSED_CHANNELS, read once, chooses: "auto" (default, that budget), "never" (the
-// separate passes; for A/B runs) or a byte count.
+// separate passes; for A/B runs) or a byte count; anything else means "auto".
 int64_t fused_slice_budget();
 
 // For tests: override_fused_slice_budget(-1) restores the environment's policy, 0 turns

@@ -27,15 +27,7 @@ using test::CApi;
 using test::Shape;
 
 template <class T>
-struct Tolerance;
-template <>
-struct Tolerance<float> {
-  static constexpr double forward = 4e-6, backward = 1e-4;
-};
-template <>
-struct Tolerance<double> {
-  static constexpr double forward = 1e-13, backward = 1e-10;
-};
+using Tolerance = test::ReluTolerance<T>;
 
 constexpr uint8_t kGuard = 0x5a;  // the byte after the mask, never written
 

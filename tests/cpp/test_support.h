@@ -150,6 +150,18 @@ struct RandomProblem {
   int64_t mask_bytes() const { return bnorm_relu_mask_bytes(shape.n, shape.c, shape.spatial); }
 };
 
+// Their tolerances against the float64 reference (max relative error).
+template <class T>
+struct ReluTolerance;
+template <>
+struct ReluTolerance<float> {
+  static constexpr double forward = 4e-6, backward = 1e-4;
+};
+template <>
+struct ReluTolerance<double> {
+  static constexpr double forward = 1e-13, backward = 1e-10;
+};
+
 // The fused-ReLU and alignment tests' problems: about half of the values on each side of
 // the ReLU (bias ~ N(0, 1), weight ~ 1 +- 0.3), x offset by 0.5 * (seed % 5).
 template <class T>

@@ -65,3 +65,17 @@ def test_several_runs_give_the_median_of_each_figure(tmp_path, capsys):
     out = capsys.readouterr().out
     # median bnorm 20, median copy 50 -> target 40
     assert " 20.00   40.00   80% copy   0.50" in out and "0 of 1 cells at target" in out
+
+
+def test_unreadable_tables_are_one_line_errors(tmp_path, capsys):
+    bad = {"missing.json": None, "garbage.json": "{not json", "other.json": '{"x": 1}',
+           "short.json": json.dumps({"rows": [{"threads": 2}]})}
+    want = {"missing.json": "No such file", "garbage.json": "not JSON",
+            "other.json": "not a kernel table", "short.json": "a row lacks shape"}
+    for name, text in bad.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        assert kernel_targets.main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("kernel_targets.py: error: ") and want[name] in err, err
