@@ -6,12 +6,13 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
 
+#include "io/atomic_file.h"
+#include "io/output_paths.h"
 #include "plugin_client.hpp"
 
 namespace bnorm_bench {
@@ -152,7 +153,7 @@ void print_table(const std::vector<Row> &rows) {
   std::fflush(stdout);
 }
 
-void write_json(const std::vector<Row> &rows, std::ofstream &out) {
+void write_json(const std::vector<Row> &rows, std::ostream &out) {
   out << "{\"unit\": \"GB/s\", \"model_bytes\": {\"forward_train\": \"2T\", \"inference\": "
          "\"2T\", \"backward\": \"3T\", \"copy\": \"2T\"},\n \"rows\": [\n";
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -229,11 +230,11 @@ std::vector<Pass> parse_passes(const std::string &text) {
 }
 
 void run_kernel_table(const TableOptions &options) {
-  std::ofstream json;
-  if (!options.json_path.empty()) {
-    json.open(options.json_path);
-    if (!json) throw std::runtime_error("--json " + options.json_path + ": cannot write");
-  }
+  // The JSON path is checked before measuring (it may be a new file, or a table this
+  // wrote before; src/io/output_paths.h) and written whole at the end.
+  if (!options.json_path.empty())
+    bnorm::io::check_output({"--json", options.json_path}, bnorm::io::OutputKind::bench_json,
+                            false);
   auto bnorm = make_bnorm_peer();
   auto copy = make_copy_peer();
   PluginPeers plugin;
@@ -276,10 +277,10 @@ void run_kernel_table(const TableOptions &options) {
     }
   }
   print_table(rows);
-  if (json.is_open()) {
+  if (!options.json_path.empty()) {
+    std::ostringstream json;
     write_json(rows, json);
-    json.close();
-    if (!json) throw std::runtime_error("--json " + options.json_path + ": cannot write");
+    bnorm::io::write_file_atomically(options.json_path, json.str());
   }
 }
 

@@ -6,6 +6,7 @@
 //               [--passes forward_train,inference,backward]
 //               [--repeats 7] [--min-ms 20] [--json FILE]
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -46,7 +47,10 @@ bnorm_bench::TableOptions parse_options(int argc, char **argv) {
       } else if (flag == "--repeats") {
         options.repeats = std::max(1, std::stoi(value));
       } else if (flag == "--min-ms") {
-        options.min_seconds = std::stod(value) / 1000.0;
+        const double ms = std::stod(value);
+        if (!std::isfinite(ms) || ms < 0 || ms > 60000)
+          usage_error("--min-ms: expected a number in [0, 60000], got " + value);
+        options.min_seconds = ms / 1000.0;
       } else if (flag == "--json") {
         options.json_path = value;
       } else {

@@ -10,6 +10,9 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <string_view>
+
+#include "io/atomic_file.h"
 
 namespace bnorm::nn {
 
@@ -143,20 +146,11 @@ void write_checkpoint(const std::string& path, const Checkpoint& c) {
   auto& buf = w.buffer();
   w.le<uint32_t>(crc_of(buf.data(), buf.size()));
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw CheckpointError(path + ": cannot write " + tmp + ": " + errno_text());
-  const bool written = std::fwrite(buf.data(), 1, buf.size(), f) == buf.size() &&
-                       std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  const std::string why = written ? "" : errno_text();
-  if (std::fclose(f) != 0 || !written) {
-    std::remove(tmp.c_str());
-    throw CheckpointError(path + ": writing failed: " + (why.empty() ? errno_text() : why));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string e = errno_text();
-    std::remove(tmp.c_str());
-    throw CheckpointError(path + ": cannot rename the temporary file into place: " + e);
+  try {
+    io::write_file_atomically(
+        path, std::string_view(reinterpret_cast<const char*>(buf.data()), buf.size()));
+  } catch (const io::FileError& e) {
+    throw CheckpointError(e.what());
   }
 }
 

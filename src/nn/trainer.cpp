@@ -1,6 +1,7 @@
 #include "nn/trainer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -123,10 +124,22 @@ EpochResult Trainer::train_epoch(const data::ImageDataset& train, const data::Im
     order_.clear();  // gather() reads in order
   double loss_sum = 0;
   int64_t correct = 0;
+  const int64_t batches = (train.count + options_.batch_size - 1) / options_.batch_size;
   for (int64_t begin = 0; begin < train.count; begin += options_.batch_size) {
     const int64_t end = std::min(train.count, begin + options_.batch_size);
     gather(train, order_, begin, end);
-    loss_sum += step(&correct);
+    const double batch_loss = step(&correct);
+    if (!std::isfinite(batch_loss)) {
+      const int64_t batch = begin / options_.batch_size + 1;
+      std::ostringstream what;
+      what << "training diverged: the loss of epoch " << r.epoch << ", batch " << batch << " of "
+           << batches << " is "
+           << (std::isnan(batch_loss) ? std::string("NaN")
+                                      : batch_loss > 0 ? "infinite" : "-infinite")
+           << " (learning rate " << options_.sgd.lr << ")";
+      throw TrainingDiverged(r.epoch, batch, batches, what.str());
+    }
+    loss_sum += batch_loss;
     if (progress)
       progress({r.epoch, end, train.count, loss_sum / static_cast<double>(end),
                 static_cast<double>(correct) / static_cast<double>(end), since(t0)});
@@ -135,6 +148,13 @@ EpochResult Trainer::train_epoch(const data::ImageDataset& train, const data::Im
   r.train_loss = loss_sum / static_cast<double>(train.count);
   r.train_acc = static_cast<double>(correct) / static_cast<double>(train.count);
   r.examples_per_sec = static_cast<double>(train.count) / r.train_seconds;
+  // A finite loss can still come with an infinite weight (or one on its way to NaN):
+  // such a model must not be saved either.
+  if (const std::string bad = first_non_finite_state(); !bad.empty())
+    throw TrainingDiverged(r.epoch, 0, batches,
+                           "training diverged: after epoch " + std::to_string(r.epoch) + ", " +
+                               bad + " holds a NaN or an infinity (learning rate " +
+                               exact(options_.sgd.lr) + ")");
   epochs_done_ = r.epoch;
   if (test) r.test = evaluate(*test);
   if (test && population_statistics) r.test_population = evaluate_with_population_statistics(train, *test);
@@ -244,6 +264,20 @@ Evaluation Trainer::evaluate_with_population_statistics(const data::ImageDataset
   }
   model_->set_training(false);
   return evaluate(test);  // then `restore` puts the running statistics back
+}
+
+std::string Trainer::first_non_finite_state() {
+  const auto finite = [](std::span<const float> v) {
+    return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+  };
+  StateLists<float> s = model_->state();
+  for (const auto& p : s.parameters)
+    if (!finite(p.value)) return "model." + p.name;
+  for (const auto& b : s.buffers)
+    if (!finite(b.value)) return "model." + b.name;
+  for (const auto& b : optimizer_->state())
+    if (!finite(b.value)) return "optimizer." + b.name;
+  return "";
 }
 
 Checkpoint Trainer::to_checkpoint() {

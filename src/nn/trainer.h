@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,17 @@ struct EpochResult {
   double seconds = 0;             // the whole epoch, evaluation included
 };
 
+// Training produced a non-finite loss or non-finite weights (too high a learning
+// rate, usually). Thrown by train_epoch at the first such batch; the model is then
+// unusable, so the caller must not save it.
+class TrainingDiverged : public std::runtime_error {
+ public:
+  TrainingDiverged(int at_epoch, int64_t at_batch, int64_t of_batches, const std::string& what)
+      : std::runtime_error(what), epoch(at_epoch), batch(at_batch), batches(of_batches) {}
+  int epoch;                // 1-based
+  int64_t batch, batches;   // 1-based batch of this many; batch 0: found after the epoch
+};
+
 struct BatchProgress {
   int epoch;
   int64_t done, total;  // examples
@@ -65,7 +77,9 @@ class Trainer {
   explicit Trainer(const TrainOptions& options);
 
   // Trains one more epoch (epochs_done() + 1) over `train`, then evaluates `test`
-  // when it is not null.
+  // when it is not null. Throws TrainingDiverged at the first batch whose loss is not
+  // finite, or after the epoch if a parameter or statistic is not (epochs_done() is
+  // then unchanged).
   // With `population_statistics`, also evaluates `test` with Algorithm 2's statistics
   // (evaluate_with_population_statistics) into EpochResult::test_population.
   EpochResult train_epoch(const data::ImageDataset& train, const data::ImageDataset* test,
@@ -108,6 +122,9 @@ class Trainer {
   void gather(const data::ImageDataset& data, const std::vector<int64_t>& order, int64_t begin,
               int64_t end);
   double step(int64_t* correct);
+  // The name of the first model or optimizer tensor holding a NaN or an infinity, or
+  // an empty string.
+  std::string first_non_finite_state();
   void shuffled_order(int64_t count, uint64_t stream, std::vector<int64_t>& order) const;
 
   TrainOptions options_;

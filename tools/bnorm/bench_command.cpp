@@ -67,7 +67,7 @@ void add_train_bench(CLI::App& bench) {
   sub->add_option("--warmup", args->warmup, "Untimed training steps first")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
       ->capture_default_str();
-  sub->add_option("--lr", args->lr, "Learning rate (default: the model's)")->check(CLI::PositiveNumber);
+  sub->add_option("--lr", args->lr, "Learning rate (default: the model's)")->check(finite_positive());
   add_threads_option(*sub, args->threads);
   add_data_options(*sub, args->data, true);
   sub->callback([args] { run_train_bench(*args); });
@@ -156,7 +156,7 @@ void add_kernel_bench(CLI::App& bench) {
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   sub->add_option("--min-ms", args->min_ms, "Milliseconds each timing lasts at least")
-      ->check(CLI::Range(0.0, 60000.0))
+      ->check(finite_between(0.0, 60000.0))
       ->capture_default_str();
   sub->add_option("--json", args->table.json_path, "Also write the cells to FILE as JSON")
       ->type_name("FILE");

@@ -2,6 +2,10 @@
 
 #include <omp.h>
 
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
 #include "nn/blas.h"
 
 namespace bnorm::cli {
@@ -18,6 +22,58 @@ void add_data_options(CLI::App& app, DataOptions& o, bool train_set) {
       ->check(CLI::NonNegativeNumber);
 }
 
+std::vector<std::string> data_files(const DataOptions& o) {
+  std::vector<std::string> files;
+  for (const char* name : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"})
+    for (const char* suffix : {".gz", ""}) {
+      const std::filesystem::path file = std::filesystem::path(o.dir) / (std::string(name) + suffix);
+      std::error_code ec;
+      if (std::filesystem::exists(file, ec)) files.push_back(file.string());
+    }
+  return files;
+}
+
+namespace {
+
+std::string number_text(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+// A validator of a finite double with `accepts(v)`; `expected` completes "expected ...".
+CLI::Validator finite_check(std::function<bool(double)> accepts, const std::string& expected) {
+  return CLI::Validator(
+      [accepts, expected](std::string& text) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(text, v) || !std::isfinite(v) || !accepts(v))
+          return "expected " + expected + ", got " + text;
+        return "";
+      },
+      expected);
+}
+
+}  // namespace
+
+CLI::Validator finite_positive() {
+  return finite_check([](double v) { return v > 0; }, "a finite number > 0");
+}
+
+CLI::Validator finite_non_negative() {
+  return finite_check([](double v) { return v >= 0; }, "a finite number >= 0");
+}
+
+CLI::Validator finite_at_least_below(double low, double high) {
+  return finite_check([=](double v) { return v >= low && v < high; },
+                      "a number in [" + number_text(low) + ", " + number_text(high) + ")");
+}
+
+CLI::Validator finite_between(double low, double high) {
+  return finite_check([=](double v) { return v >= low && v <= high; },
+                      "a number in [" + number_text(low) + ", " + number_text(high) + "]");
+}
+
 void add_threads_option(CLI::App& app, int& threads) {
   app.add_option("--threads", threads, "Threads for every kernel (0: one per core)")
       ->check(CLI::Range(0, 1024))
@@ -25,11 +81,24 @@ void add_threads_option(CLI::App& app, int& threads) {
 }
 
 int apply_threads(int threads) {
-  return nn::set_engine_threads(threads == 0 ? omp_get_num_procs() : threads);
+  const int wanted = threads == 0 ? omp_get_num_procs() : threads;
+  const int got = nn::set_engine_threads(wanted);
+  if (got != wanted)
+    throw UsageError("--threads " + std::to_string(threads) + ": the OpenMP runtime gives at most " +
+                     std::to_string(got) + " threads here (OMP_THREAD_LIMIT or its build limit)");
+  return got;
 }
 
 data::TrainTest load_data(const DataOptions& o) {
   data::TrainTest d = data::load_mnist_style(o.dir);
+  // Every model takes (N, 1, 28, 28): say so about the data, not about a layer's shapes
+  // half-way through an epoch.
+  for (const auto& [set, name] : {std::pair{&d.train, "train-images-idx3-ubyte"},
+                                  std::pair{&d.test, "t10k-images-idx3-ubyte"}})
+    if (set->channels != 1 || set->rows != 28 || set->cols != 28)
+      throw data::DataError((std::filesystem::path(o.dir) / name).string() + ": images are " +
+                            std::to_string(set->rows) + " x " + std::to_string(set->cols) +
+                            "; every model takes 28 x 28 images (MNIST, Fashion-MNIST)");
   data::truncate(d.train, o.train_examples);
   data::truncate(d.test, o.test_examples);
   return d;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "data/dataset.h"
 
@@ -27,12 +28,28 @@ struct DataOptions {
 };
 
 void add_data_options(CLI::App& app, DataOptions& options, bool train_set);
+// The data files --data may read (each of the four names, gzipped and plain, that
+// exists): inputs that no output may overwrite.
+std::vector<std::string> data_files(const DataOptions& options);
+
+// Checks for floating-point options. CLI11's own Range and PositiveNumber let NaN
+// through (every comparison with NaN is false) and print DBL_MAX in full; these refuse
+// NaN and infinities and say what is expected in a few words.
+CLI::Validator finite_positive();
+CLI::Validator finite_non_negative();
+// low <= v < high
+CLI::Validator finite_at_least_below(double low, double high);
+// low <= v <= high
+CLI::Validator finite_between(double low, double high);
 void add_threads_option(CLI::App& app, int& threads);
 
 // Sets OpenMP, OpenBLAS and the batch norm library to `threads` (0: every core);
-// returns the count in effect.
+// returns the count in effect. A count the OpenMP runtime cannot give (above its
+// thread limit) is a UsageError, not a silent cap.
 int apply_threads(int threads);
 
+// Loads --data and checks that both sets hold the 1 x 28 x 28 images every model takes
+// (data::DataError naming the file otherwise), before any training starts.
 data::TrainTest load_data(const DataOptions& options);
 
 // Registers the subcommands; each sets its callback.

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli_common.h"
+#include "io/output_paths.h"
 #include "openmp_environment.h"
 #include "progress_bar.h"
 
@@ -63,6 +64,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bnorm: error: %s (see bnorm --help)\n", e.what());
     return 2;
   } catch (const bnorm::cli::UsageError& e) {
+    std::fprintf(stderr, "bnorm: error: %s\n", e.what());
+    return 2;
+  } catch (const bnorm::io::PathError& e) {  // an output path the rules refuse
     std::fprintf(stderr, "bnorm: error: %s\n", e.what());
     return 2;
   } catch (const std::exception& e) {

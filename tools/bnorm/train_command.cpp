@@ -13,6 +13,8 @@
 #include <optional>
 
 #include "cli_common.h"
+#include "io/atomic_file.h"
+#include "io/output_paths.h"
 #include "nn/checkpoint.h"
 #include "nn/models.h"
 #include "nn/trainer.h"
@@ -21,6 +23,9 @@
 namespace bnorm::cli {
 
 namespace {
+
+// The checkpoint metadata key holding every epoch's metrics line so far.
+constexpr const char* kMetricsKey = "metrics_jsonl";
 
 struct TrainArgs {
   std::string model = "lenet-bn";
@@ -32,6 +37,7 @@ struct TrainArgs {
   int threads = 0;
   DataOptions data;
   std::string metrics, checkpoint, resume;
+  bool force = false;
   bool no_progress = false;
   bool population_stats = false;
   bool no_shuffle = false;
@@ -71,31 +77,40 @@ std::string json_line(const std::string& model, const nn::EpochResult& r, const 
   return j.str();
 }
 
-// On --resume, the metrics file keeps only the epochs the checkpoint has done: a run
-// that died between writing a line and saving its checkpoint must not leave a line
-// that the resumed run writes again.
-void keep_metrics_up_to(const std::string& path, int epoch) {
-  std::ifstream in(path);
-  if (!in) return;  // nothing yet: the resumed run starts the file
-  std::vector<std::string> kept;
-  std::string line;
+// The metrics lines a resumed run starts from. Checkpoints keep every epoch's line
+// (kMetricsKey), so the metrics file is rebuilt from the checkpoint: after a crash
+// between saving the checkpoint and rewriting the metrics file, the epoch is there
+// exactly once. A checkpoint from before that (no kMetricsKey) keeps the lines of the
+// existing metrics file up to its epoch.
+std::string resumed_metrics(const nn::Checkpoint& c, const std::string& metrics_path, int epoch) {
+  if (const auto it = c.meta.find(kMetricsKey); it != c.meta.end()) return it->second;
+  std::ifstream in(metrics_path);
+  std::string kept, line;
   while (std::getline(in, line)) {
     const auto at = line.find("\"epoch\": ");
-    if (at == std::string::npos) continue;
-    if (std::atoi(line.c_str() + at + 9) <= epoch) kept.push_back(line);
+    if (at != std::string::npos && std::atoi(line.c_str() + at + 9) <= epoch) kept += line + "\n";
   }
-  in.close();
-  std::ofstream out(path, std::ios::trunc);
-  for (const auto& k : kept) out << k << "\n";
-  if (!out) throw std::runtime_error("--metrics: cannot rewrite " + path);
+  return kept;
 }
 
-// Fails before training, not after the first epoch, when FILE's directory is not there
-// or not writable.
-void check_writable_directory(const char* option, const std::string& path) {
-  const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
-  if (::access(dir.c_str(), W_OK) != 0)
-    throw UsageError(std::string(option) + " " + path + ": cannot write in " + dir.string());
+// Every path checked before anything is read, trained or written (src/io/output_paths.h):
+// the outputs are regular files or new ones, hold what bnorm writes unless --force, and
+// none is the same file as another output, the resumed checkpoint or a data file. The
+// one shared file allowed: --checkpoint may be --resume (continue in place; the
+// checkpoint is read whole before the first write).
+void check_paths(const TrainArgs& a) {
+  std::vector<io::NamedPath> inputs, outputs;
+  for (const std::string& file : data_files(a.data)) inputs.push_back({"--data", file});
+  if (!a.resume.empty()) inputs.push_back({"--resume", a.resume});
+  if (!a.checkpoint.empty()) {
+    outputs.push_back({"--checkpoint", a.checkpoint});
+    io::check_output(outputs.back(), io::OutputKind::checkpoint, a.force);
+  }
+  if (!a.metrics.empty()) {
+    outputs.push_back({"--metrics", a.metrics});
+    io::check_output(outputs.back(), io::OutputKind::metrics, a.force);
+  }
+  io::check_distinct(inputs, outputs, {{"--checkpoint", "--resume"}});
 }
 
 nn::TrainOptions resolve_options(const TrainArgs& a, const nn::Checkpoint* resumed) {
@@ -122,6 +137,7 @@ nn::TrainOptions resolve_options(const TrainArgs& a, const nn::Checkpoint* resum
 }
 
 void run_train(const TrainArgs& a) {
+  check_paths(a);
   std::optional<nn::Checkpoint> resumed;
   if (!a.resume.empty()) resumed = nn::read_checkpoint(a.resume);
   const nn::TrainOptions options = resolve_options(a, resumed ? &*resumed : nullptr);
@@ -134,22 +150,27 @@ void run_train(const TrainArgs& a) {
                      std::to_string(trainer.epochs_done()) + " epochs; --epochs " +
                      std::to_string(a.epochs) + " asks for no more");
 
-  if (!a.checkpoint.empty()) check_writable_directory("--checkpoint", a.checkpoint);
   const data::TrainTest data = load_data(a.data);
   const bool has_bn = options.model.size() > 3 && options.model.ends_with("-bn");
+  if (has_bn && options.batch_size == 1)
+    throw UsageError("--batch-size 1 with " + options.model +
+                     ": batch norm needs more than one value per channel in a training batch "
+                     "(use --batch-size 2 or more, or a model without -bn)");
   if (has_bn && (data.train.count % options.batch_size == 1 || data.train.count == 1))
     throw UsageError("--batch-size " + std::to_string(options.batch_size) + " with " +
                      std::to_string(data.train.count) +
                      " training examples leaves a last batch of 1, and batch norm needs more "
                      "than one value per channel (change --batch-size or --train-examples)");
-  std::unique_ptr<std::ofstream> metrics;
-  if (!a.metrics.empty()) {
-    // A resumed run appends its epochs to the metrics of the run it continues.
-    if (resumed) keep_metrics_up_to(a.metrics, trainer.epochs_done());
-    metrics = std::make_unique<std::ofstream>(
-        a.metrics, resumed ? std::ios::app : std::ios::trunc);
-    if (!*metrics) throw std::runtime_error("--metrics: cannot write " + a.metrics);
-  }
+
+  // Temporaries left by a killed run are removed; the files they were for are whole.
+  for (const std::string& out : {a.checkpoint, a.metrics})
+    if (!out.empty()) io::remove_stale_temporaries(out);
+  // Every epoch's metrics line so far. The checkpoint carries them and the metrics file
+  // is rewritten whole from them, so each epoch is in it exactly once, whatever moment
+  // a crash picked.
+  std::string metrics_lines =
+      resumed ? resumed_metrics(*resumed, a.metrics, trainer.epochs_done()) : "";
+  if (!a.metrics.empty()) io::write_file_atomically(a.metrics, metrics_lines);
 
   std::printf("%s: %lld parameters; %lld train / %lld test examples; batch %lld, lr %g, "
               "momentum %g, weight decay %g, seed %llu, threads %d%s\n",
@@ -163,9 +184,21 @@ void run_train(const TrainArgs& a) {
 
   ProgressBar bar(a.epochs, !a.no_progress && stderr_is_terminal());
   while (trainer.epochs_done() < a.epochs) {
-    const nn::EpochResult r = trainer.train_epoch(
-        data.train, &data.test, [&](const nn::BatchProgress& p) { bar.update(p); },
-        a.population_stats);
+    nn::EpochResult r;
+    try {
+      r = trainer.train_epoch(
+          data.train, &data.test, [&](const nn::BatchProgress& p) { bar.update(p); },
+          a.population_stats);
+    } catch (const nn::TrainingDiverged& e) {
+      bar.clear();
+      std::string kept = "nothing of epoch " + std::to_string(e.epoch) + " was saved";
+      if (!a.checkpoint.empty() && e.epoch > 1)
+        kept += "; " + a.checkpoint + " keeps epoch " + std::to_string(e.epoch - 1);
+      else if (resumed && e.epoch > 1)
+        kept += "; " + a.resume + " keeps epoch " + std::to_string(e.epoch - 1);
+      throw std::runtime_error(std::string(e.what()) + "; stopped (" + kept +
+                               "). Try a smaller --lr");
+    }
     bar.clear();
     char population[64] = "";
     if (r.test_population.examples > 0)
@@ -176,13 +209,15 @@ void run_train(const TrainArgs& a) {
                 r.epoch, a.epochs, r.train_loss, r.train_acc, r.test.accuracy, population,
                 r.examples_per_sec, r.test.examples_per_sec, r.seconds);
     std::fflush(stdout);
-    // The checkpoint first: a metrics line never gets ahead of the saved epoch.
-    if (!a.checkpoint.empty()) trainer.save(a.checkpoint);
-    if (metrics) {
-      *metrics << json_line(options.model, r, options, threads) << "\n";
-      metrics->flush();
-      if (!*metrics) throw std::runtime_error("--metrics: writing " + a.metrics + " failed");
+    metrics_lines += json_line(options.model, r, options, threads) + "\n";
+    // The checkpoint first, carrying the metrics: a crash before the metrics file is
+    // rewritten loses nothing, since --resume rebuilds that file from the checkpoint.
+    if (!a.checkpoint.empty()) {
+      nn::Checkpoint c = trainer.to_checkpoint();
+      c.meta[kMetricsKey] = metrics_lines;
+      nn::write_checkpoint(a.checkpoint, c);
     }
+    if (!a.metrics.empty()) io::write_file_atomically(a.metrics, metrics_lines);
   }
 }
 
@@ -204,27 +239,32 @@ void add_train_command(CLI::App& app) {
   args->lr_opt = sub->add_option(
       "--lr", args->lr,
       "Learning rate (default: 0.9 for lenet, 1.0 for lenet-bn as in the seed; 0.1 for mlp, "
-      "0.05 for vgg)")->check(CLI::PositiveNumber);
+      "0.05 for vgg)")->check(finite_positive());
   args->batch_opt = sub->add_option("--batch-size", args->batch_size, "Examples per batch")
                         ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
                         ->capture_default_str();
   args->momentum_opt = sub->add_option("--momentum", args->momentum, "SGD momentum, in [0, 1)")
-                           ->check(CLI::Range(0.0, 0.999999))
+                           ->check(finite_at_least_below(0.0, 1.0))
                            ->capture_default_str();
   args->wd_opt = sub->add_option("--weight-decay", args->weight_decay, "L2 weight decay")
-                     ->check(CLI::NonNegativeNumber)
+                     ->check(finite_non_negative())
                      ->capture_default_str();
   args->seed_opt = sub->add_option("--seed", args->seed, "Seed for initialization, shuffling and dropout")
                        ->capture_default_str();
   add_threads_option(*sub, args->threads);
   add_data_options(*sub, args->data, true);
   sub->add_option("--metrics", args->metrics,
-                  "Write one JSON object per epoch per line to FILE (appended to on --resume)");
+                  "Write one JSON object per epoch per line to FILE, rewritten whole after "
+                  "every epoch (on --resume: the checkpoint's epochs, then the new ones)");
   sub->add_option("--checkpoint", args->checkpoint,
-                  "Save the model and optimizer to FILE after every epoch (atomically)");
+                  "Save the model, optimizer and metrics to FILE after every epoch (atomically; "
+                  "FILE may be the --resume file)");
   sub->add_option("--resume", args->resume,
                   "Continue from a checkpoint up to --epochs; its model, seed and settings "
                   "apply unless given")->check(CLI::ExistingFile);
+  sub->add_flag("--force", args->force,
+                "Replace an existing --checkpoint or --metrics file even if it is not one "
+                "bnorm wrote (links, directories and devices are refused anyway)");
   sub->add_flag("--no-progress", args->no_progress, "No progress bar (it shows only on a terminal)");
   sub->add_flag("--no-shuffle", args->no_shuffle,
                 "Train on the examples in file order every epoch (to compare step by step "
