@@ -8,6 +8,10 @@
 // TypeError. Bad sizes and values are ValueErrors (bnorm::Error carries the message).
 // The fused BN+ReLU functions (relu_*) take and return the ReLU's bit mask as a 1-D
 // uint8 array: bit i % 8 of byte i / 8 for value i in the memory order of x's layout.
+// The training forwards take momentum=None (the cumulative average) and a module's
+// num_batches_tracked (a 0-d int64 array): the C++ front-end checks the count, computes
+// the factor and increments it after success, so the Python modules keep no copy of
+// that logic.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -186,9 +190,28 @@ auto dispatch(const py::array& x, F&& f) {
 
 // ---- the bound functions ---------------------------------------------------------------
 
-bnorm::RunningStatsUpdate running_stats_update(double momentum,
-                                               const std::string& running_var_estimator) {
-  bnorm::RunningStatsUpdate update{momentum, bnorm::RunningVar::unbiased, nullptr};
+// A module's batch counter: None (no count kept), or a writable 0-d int64 array that
+// the C++ front-end checks (>= 0, below INT64_MAX), reads for the cumulative average's
+// factor and increments after a successful call.
+int64_t* counter_buffer(py::handle obj) {
+  if (obj.is_none()) return nullptr;
+  if (!py::isinstance<py::array_t<int64_t>>(obj) ||
+      py::reinterpret_borrow<py::array>(obj).dtype().kind() != 'i')
+    throw py::type_error("num_batches_tracked must be a 0-d int64 numpy array (it is "
+                         "incremented in place), got " +
+                         std::string(py::str(obj.get_type().attr("__name__"))));
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (a.ndim() != 0 || !a.writeable() || !is_aligned(a))
+    throw py::value_error("num_batches_tracked must be a writable, aligned 0-d int64 array "
+                          "(it is incremented in place), got shape " + shape_string(a));
+  return static_cast<int64_t*>(a.mutable_data());
+}
+
+// momentum nullopt (None): the cumulative average, which needs num_batches_tracked.
+bnorm::RunningStatsUpdate running_stats_update(std::optional<double> momentum,
+                                               const std::string& running_var_estimator,
+                                               int64_t* num_batches_tracked = nullptr) {
+  bnorm::RunningStatsUpdate update{momentum, bnorm::RunningVar::unbiased, num_batches_tracked};
   if (running_var_estimator == "biased")
     update.running_var = bnorm::RunningVar::biased;
   else if (running_var_estimator != "unbiased")
@@ -216,11 +239,13 @@ std::span<uint8_t> relu_mask_output(py::object& out, const py::array& x, bool wa
 
 // relu: the fused BN+ReLU forward, whose mask is appended to the result when return_mask.
 py::tuple training_forward(py::handle x_obj, py::handle weight, py::handle bias,
-                           py::handle running_mean, py::handle running_var, double momentum,
-                           double eps, const std::string& running_var_estimator, bool relu,
-                           bool return_mask) {
+                           py::handle running_mean, py::handle running_var,
+                           std::optional<double> momentum, double eps,
+                           const std::string& running_var_estimator, py::handle num_batches_tracked,
+                           bool relu, bool return_mask) {
   py::array x_arr = x_array(x_obj);
-  const bnorm::RunningStatsUpdate update = running_stats_update(momentum, running_var_estimator);
+  const bnorm::RunningStatsUpdate update = running_stats_update(
+      momentum, running_var_estimator, counter_buffer(num_batches_tracked));
   return dispatch(x_arr, [&](auto zero) -> py::tuple {
     using T = decltype(zero);
     const Tensor<T> x = tensor_input<T>(x_arr, "x", std::nullopt);
@@ -249,18 +274,21 @@ py::tuple training_forward(py::handle x_obj, py::handle weight, py::handle bias,
 }
 
 py::tuple forward_training(py::handle x, py::handle weight, py::handle bias,
-                           py::handle running_mean, py::handle running_var, double momentum,
-                           double eps, const std::string& running_var_estimator) {
+                           py::handle running_mean, py::handle running_var,
+                           std::optional<double> momentum, double eps,
+                           const std::string& running_var_estimator,
+                           py::handle num_batches_tracked) {
   return training_forward(x, weight, bias, running_mean, running_var, momentum, eps,
-                          running_var_estimator, false, false);
+                          running_var_estimator, num_batches_tracked, false, false);
 }
 
 py::tuple relu_forward_training(py::handle x, py::handle weight, py::handle bias,
-                                py::handle running_mean, py::handle running_var, double momentum,
-                                double eps, const std::string& running_var_estimator,
-                                bool return_mask) {
+                                py::handle running_mean, py::handle running_var,
+                                std::optional<double> momentum, double eps,
+                                const std::string& running_var_estimator, bool return_mask,
+                                py::handle num_batches_tracked) {
   return training_forward(x, weight, bias, running_mean, running_var, momentum, eps,
-                          running_var_estimator, true, return_mask);
+                          running_var_estimator, num_batches_tracked, true, return_mask);
 }
 
 // relu: the fused BN+ReLU forward; returns y, or (y, mask) when return_mask.
@@ -486,9 +514,12 @@ PYBIND11_MODULE(_bnorm, m) {
 
   m.def("forward_training", &forward_training, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("running_mean"), py::arg("running_var"), py::arg("momentum"), py::arg("eps"),
-        py::arg("running_var_estimator") = "unbiased",
+        py::arg("running_var_estimator") = "unbiased", py::kw_only(),
+        py::arg("num_batches_tracked") = py::none(),
         "Training forward: returns (y, save_mean, save_invstd); running buffers (numpy arrays "
-        "or None) are updated in place with factor `momentum`.");
+        "or None) are updated in place with factor `momentum`, or with momentum=None the "
+        "cumulative average's 1 / (num_batches_tracked + 1). num_batches_tracked (None or a "
+        "0-d int64 array) is checked (>= 0, < INT64_MAX) and incremented after success.");
   m.def("forward_inference", &forward_inference, py::arg("x"), py::arg("weight"),
         py::arg("bias"), py::arg("running_mean"), py::arg("running_var"), py::arg("eps"),
         "Inference forward with running statistics: returns y.");
@@ -503,10 +534,11 @@ PYBIND11_MODULE(_bnorm, m) {
   m.def("relu_forward_training", &relu_forward_training, py::arg("x"), py::arg("weight"),
         py::arg("bias"), py::arg("running_mean"), py::arg("running_var"), py::arg("momentum"),
         py::arg("eps"), py::arg("running_var_estimator") = "unbiased",
-        py::arg("return_mask") = false,
+        py::arg("return_mask") = false, py::kw_only(),
+        py::arg("num_batches_tracked") = py::none(),
         "Fused training forward, y = max(bn(x), 0): returns (y, save_mean, save_invstd), or "
-        "(y, save_mean, save_invstd, relu_mask) when return_mask; running buffers as "
-        "forward_training.");
+        "(y, save_mean, save_invstd, relu_mask) when return_mask; running buffers, momentum "
+        "and num_batches_tracked as forward_training.");
   m.def("relu_forward_inference", &relu_forward_inference, py::arg("x"), py::arg("weight"),
         py::arg("bias"), py::arg("running_mean"), py::arg("running_var"), py::arg("eps"),
         py::arg("return_mask") = false,
