@@ -3,7 +3,8 @@
 Arrays are (N, C, *spatial). float32 or float64, one dtype per call (TypeError
 otherwise). A channels-last array (channel stride 1, e.g. an (N, H, W, C) array
 transposed to (N, C, H, W)) is processed without a copy and outputs keep the
-input's memory layout.
+input's memory layout. Flags (training, return_mask, need_dx, need_dweight,
+need_dbias) are bools: anything else, 0 / 1 and strings included, is a TypeError.
 
 Running-statistics conventions (see docs/batch_norm.md):
   PyTorch:        momentum=0.1 (the default here)
@@ -40,6 +41,18 @@ def _check_scalar(name, value, low=None, high=None):
     return value
 
 
+def _check_bool(name, value):
+    """A flag: True or False (numpy bools too). Truthiness is not enough: "no" is truthy."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _needs(need_dx, need_dweight, need_dbias):
+    return (_check_bool("need_dx", need_dx), _check_bool("need_dweight", need_dweight),
+            _check_bool("need_dbias", need_dbias))
+
+
 def _check_estimator(running_var_estimator):
     """The running variance's estimator: 'unbiased' (PyTorch) or 'biased' (ONNX, Keras)."""
     if running_var_estimator not in ("unbiased", "biased"):
@@ -59,7 +72,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     """
     eps = _check_scalar("eps", eps, 0.0)
     _check_estimator(running_var_estimator)
-    if training:
+    if _check_bool("training", training):
         momentum = _check_scalar("momentum", momentum, 0.0, 1.0)
         y, _, _ = _bnorm.forward_training(x, weight, bias, running_mean, running_var, momentum,
                                           eps, running_var_estimator)
@@ -83,16 +96,16 @@ def batch_norm_backward(x, dy, save_mean, save_invstd, weight=None, *, need_dx=T
         xhat = (x - mean) * invstd, dbias = sum(dy), dweight = sum(dy * xhat)
         dx = weight * invstd / m * (m * dy - dbias - xhat * dweight)
     """
-    return _bnorm.backward(x, dy, weight, save_mean, save_invstd, need_dx, need_dweight,
-                           need_dbias)
+    return _bnorm.backward(x, dy, weight, save_mean, save_invstd,
+                           *_needs(need_dx, need_dweight, need_dbias))
 
 
 def batch_norm_backward_inference(x, dy, running_mean, running_var, weight=None, eps=1e-5, *,
                                   need_dx=True, need_dweight=True, need_dbias=True):
     """Gradient of the inference forward, statistics held fixed: (dx, dweight, dbias)."""
     eps = _check_scalar("eps", eps, 0.0)
-    return _bnorm.backward_inference(x, dy, weight, running_mean, running_var, eps, need_dx,
-                                     need_dweight, need_dbias)
+    return _bnorm.backward_inference(x, dy, weight, running_mean, running_var, eps,
+                                     *_needs(need_dx, need_dweight, need_dbias))
 
 
 def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, training=False,
@@ -104,7 +117,8 @@ def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, traini
     """
     eps = _check_scalar("eps", eps, 0.0)
     _check_estimator(running_var_estimator)
-    if training:
+    return_mask = _check_bool("return_mask", return_mask)
+    if _check_bool("training", training):
         momentum = _check_scalar("momentum", momentum, 0.0, 1.0)
         out = _bnorm.relu_forward_training(x, weight, bias, running_mean, running_var, momentum,
                                            eps, running_var_estimator, return_mask)
@@ -122,7 +136,8 @@ def batch_norm_relu_training(x, weight=None, bias=None, running_mean=None, runni
     eps = _check_scalar("eps", eps, 0.0)
     momentum = _check_scalar("momentum", momentum, 0.0, 1.0)
     return _bnorm.relu_forward_training(x, weight, bias, running_mean, running_var, momentum,
-                                        eps, running_var_estimator, return_mask)
+                                        eps, running_var_estimator,
+                                        _check_bool("return_mask", return_mask))
 
 
 def batch_norm_relu_backward(x, dy, save_mean, save_invstd, weight=None, *, y=None,
@@ -132,8 +147,9 @@ def batch_norm_relu_backward(x, dy, save_mean, save_invstd, weight=None, *, y=No
     dy is d loss / d y; exactly one of y (the forward's output) and relu_mask (its bit
     mask) gates it: batch_norm_backward of where(!(y <= 0), dy, 0).
     """
-    return _bnorm.relu_backward(x, dy, weight, save_mean, save_invstd, need_dx, need_dweight,
-                                need_dbias, y=y, relu_mask=relu_mask)
+    return _bnorm.relu_backward(x, dy, weight, save_mean, save_invstd,
+                                *_needs(need_dx, need_dweight, need_dbias), y=y,
+                                relu_mask=relu_mask)
 
 
 def batch_norm_relu_backward_inference(x, dy, running_mean, running_var, weight=None, eps=1e-5,
@@ -146,5 +162,5 @@ def batch_norm_relu_backward_inference(x, dy, running_mean, running_var, weight=
     """
     eps = _check_scalar("eps", eps, 0.0)
     return _bnorm.relu_backward_inference(x, dy, weight, running_mean, running_var, eps,
-                                          need_dx, need_dweight, need_dbias, y=y,
+                                          *_needs(need_dx, need_dweight, need_dbias), y=y,
                                           relu_mask=relu_mask)

@@ -4,19 +4,97 @@ Parameters and buffers are numpy arrays (weight, bias, running_mean, running_var
 num_batches_tracked) updated in place. forward(x) (or bn(x)) returns y; backward(dy)
 returns dx and fills grad_weight / grad_bias from what the last forward saved. Like
 autograd, backward uses the last forward's input: do not modify it in between.
+
+State is checked as the C and C++ APIs check it, when it is assigned:
+  - weight, bias, running_mean, running_var: an assigned array is used as it is (in
+    place, like a registered buffer) and must be a numpy array of the module's dtype and
+    shape (num_features,), C-contiguous, aligned, writable, sharing no memory with the
+    module's other arrays (TypeError for the wrong type or dtype, ValueError otherwise);
+    None only where the module has none (affine=False / track_running_stats=False).
+  - num_batches_tracked: a 0-d int64 array; assigning an integer in [0, INT64_MAX]
+    writes it into that array. A training forward refuses to count a batch at INT64_MAX
+    and checks the count at every call (as the C API does), so it never wraps, and
+    momentum=None's factor 1 / (num_batches_tracked + 1) is computed by the C++
+    front-end.
+  - eps, momentum: checked as in the constructor; training / train(mode): a bool.
+  - num_features, dtype, affine, track_running_stats, running_var_estimator are fixed at
+    construction (read-only).
+A failing forward, assignment, reset or load_state_dict changes nothing.
 """
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import _bnorm
-from .functional import _check_estimator, _check_scalar
+from .functional import _check_bool, _check_estimator, _check_scalar
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64_MAX = int(np.iinfo(np.int64).max)
+_COUNTER = "num_batches_tracked"
+
+# What load_state_dict returns, as torch's does.
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+def _checked_count(name, value):
+    """num_batches_tracked's value as an int in [0, INT64_MAX]: from an int, a numpy
+    integer or an integer array of shape () (a torch tensor too). Floats (3.7, 1e30, even
+    3.0), bools and anything else are a TypeError; a negative or too large count a
+    ValueError."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if isinstance(value, int):
+        count = value
+    else:
+        try:
+            array = np.asarray(value)
+        except Exception as e:  # noqa: BLE001 - anything asarray cannot read is the wrong type
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__} "
+                            f"({type(e).__name__}: {e})") from None
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be an integer (an int or an integer array of shape "
+                            f"()), got {type(value).__name__} of dtype {array.dtype}")
+        if array.shape != ():
+            raise ValueError(f"{name} must be a single integer (shape ()), got shape "
+                             f"{array.shape}")
+        count = int(array)
+    if not 0 <= count <= _INT64_MAX:
+        raise ValueError(f"{name} must be in [0, INT64_MAX = {_INT64_MAX}] (an int64 count "
+                         f"of batches), got {count}")
+    return count
+
+
+class _PerChannel:
+    """A per-channel parameter or buffer, checked when assigned (see _BatchNorm._checked)."""
+
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, module, owner=None):
+        return self if module is None else getattr(module, self.slot)
+
+    def __set__(self, module, value):
+        setattr(module, self.slot, module._checked(self.name, value))
+
+
+def _read_only(slot):
+    return property(lambda self: getattr(self, slot),
+                    doc="Fixed at construction (the C++ module's options() are const).")
 
 
 class _BatchNorm:
     _ranks = ()  # accepted input ranks, set by the subclasses
+
+    weight = _PerChannel()
+    bias = _PerChannel()
+    running_mean = _PerChannel()
+    running_var = _PerChannel()
+    num_features = _read_only("_num_features")
+    dtype = _read_only("_dtype")
+    affine = _read_only("_affine")
+    track_running_stats = _read_only("_track_running_stats")
+    running_var_estimator = _read_only("_running_var_estimator")
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=np.float32, *,
@@ -29,30 +107,117 @@ class _BatchNorm:
         if dtype not in _DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         _check_estimator(running_var_estimator)
-        self.num_features = int(num_features)
-        self.eps = _check_scalar("eps", eps, 0.0)
-        self.momentum = None if momentum is None else _check_scalar("momentum", momentum, 0.0, 1.0)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
-        self.running_var_estimator = running_var_estimator
-        self.dtype = dtype
+        self._num_features = int(num_features)
+        self.eps = eps
+        self.momentum = momentum
+        self._affine = _check_bool("affine", affine)
+        self._track_running_stats = _check_bool("track_running_stats", track_running_stats)
+        self._running_var_estimator = running_var_estimator
+        self._dtype = dtype
         self.training = True
         c = self.num_features
-        self.weight = np.ones(c, dtype) if self.affine else None
-        self.bias = np.zeros(c, dtype) if self.affine else None
+        self._weight = np.ones(c, dtype) if self.affine else None
+        self._bias = np.zeros(c, dtype) if self.affine else None
         if self.track_running_stats:
-            self.running_mean = np.zeros(c, dtype)
-            self.running_var = np.ones(c, dtype)
-            self.num_batches_tracked = np.zeros((), np.int64)
+            self._running_mean = np.zeros(c, dtype)
+            self._running_var = np.ones(c, dtype)
+            self._num_batches_tracked = np.zeros((), np.int64)
         else:
-            self.running_mean = self.running_var = self.num_batches_tracked = None
+            self._running_mean = self._running_var = self._num_batches_tracked = None
         self.grad_weight = None
         self.grad_bias = None
         self._saved = None
 
+    # ---- checked attributes ------------------------------------------------------------
+    @property
+    def eps(self):
+        return self._eps
+
+    @eps.setter
+    def eps(self, value):
+        self._eps = _check_scalar("eps", value, 0.0)
+
+    @property
+    def momentum(self):
+        """The running statistics' factor in [0, 1], or None for the cumulative average."""
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value):
+        self._momentum = None if value is None else _check_scalar("momentum", value, 0.0, 1.0)
+
+    @property
+    def training(self):
+        return self._training
+
+    @training.setter
+    def training(self, value):
+        self._training = _check_bool("training", value)
+
+    @property
+    def num_batches_tracked(self):
+        """A 0-d int64 array (None without running statistics); assign an int to set it."""
+        return self._num_batches_tracked
+
+    @num_batches_tracked.setter
+    def num_batches_tracked(self, value):
+        if self._num_batches_tracked is None:
+            self._absent(_COUNTER, value)
+            return
+        count = _checked_count(_COUNTER, value)
+        self._require_writable([_COUNTER], "num_batches_tracked =")
+        self._num_batches_tracked[...] = count
+
+    def _has(self, name):
+        return self.affine if name in ("weight", "bias") else self.track_running_stats
+
+    def _absent(self, name, value):
+        if value is not None:
+            flag = "affine" if name in ("weight", "bias") else "track_running_stats"
+            raise ValueError(f"{type(self).__name__} was built with {flag}=False and has no "
+                             f"{name}: it can only be None, got {type(value).__name__}")
+
+    def _checked(self, name, value):
+        """value as the module's `name` array: what the C bindings take for a per-channel
+        buffer updated in place, checked now rather than at the next forward."""
+        if not self._has(name):
+            self._absent(name, value)
+            return None
+        c, dtype = self.num_features, self.dtype
+        wanted = f"a {dtype} numpy array of shape ({c},)"
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{name} must be {wanted} (it is used in place), got "
+                            f"{type(value).__name__}")
+        if value.dtype != dtype:  # a non-native byte order is a different dtype too
+            got = (value.dtype.name if value.dtype.isnative
+                   else f"{value.dtype.str} (non-native byte order)")
+            raise TypeError(f"{name} must be {wanted}, got dtype {got}")
+        if value.shape != (c,):
+            raise ValueError(f"{name} must be {wanted}, got shape {value.shape}")
+        flags = value.flags
+        if not (flags.c_contiguous and flags.aligned and flags.writeable):
+            raise ValueError(f"{name} must be a C-contiguous, aligned, writable array (it is "
+                             "used in place), got a "
+                             + ", ".join(w for w, ok in (("non-contiguous", flags.c_contiguous),
+                                                        ("unaligned", flags.aligned),
+                                                        ("read-only", flags.writeable))
+                                         if not ok) + " one")
+        for other in ("weight", "bias", "running_mean", "running_var"):
+            held = getattr(self, "_" + other, None)
+            if other != name and held is not None and np.shares_memory(value, held):
+                raise ValueError(f"{name} must not share memory with the module's {other}")
+        return value
+
+    def _require_writable(self, names, what):
+        for name in names:
+            array = getattr(self, name)
+            if array is not None and not array.flags.writeable:
+                raise ValueError(f"{type(self).__name__}.{what}: the module's {name} array is "
+                                 "read-only; nothing was changed")
+
     # ---- mode -------------------------------------------------------------------------
     def train(self, mode=True):
-        self.training = bool(mode)
+        self.training = _check_bool("mode", mode)
         return self
 
     def eval(self):
@@ -60,11 +225,14 @@ class _BatchNorm:
 
     def reset_running_stats(self):
         if self.track_running_stats:
+            self._require_writable(["running_mean", "running_var", _COUNTER],
+                                   "reset_running_stats()")
             self.running_mean[...] = 0
             self.running_var[...] = 1
             self.num_batches_tracked[...] = 0
 
     def reset_parameters(self):
+        self._require_writable(self._state_names(), "reset_parameters()")
         self.reset_running_stats()
         if self.affine:
             self.weight[...] = 1
@@ -88,18 +256,16 @@ class _BatchNorm:
 
     def forward(self, x):
         x = self._check_input(x)
-        update = self.training and self.track_running_stats
         if self.training or not self.track_running_stats:
-            factor = 0.0
-            if update:
-                count = int(self.num_batches_tracked) + 1
-                factor = 1.0 / count if self.momentum is None else self.momentum
+            # The C++ front-end checks the count (>= 0, < INT64_MAX), moves the running
+            # statistics by momentum or 1 / (count + 1) and counts the batch, all after
+            # every check: a failing call changes nothing.
+            update = self.training and self.track_running_stats
             y, save_mean, save_invstd = _bnorm.forward_training(
                 x, self.weight, self.bias,
                 self.running_mean if update else None, self.running_var if update else None,
-                factor, self.eps, self.running_var_estimator)
-            if update:  # only after success: a failing call changes nothing
-                self.num_batches_tracked += 1
+                self.momentum if update else 0.0, self.eps, self.running_var_estimator,
+                num_batches_tracked=self.num_batches_tracked if update else None)
             self._saved = ("batch", x, save_mean, save_invstd)
         else:
             y = _bnorm.forward_inference(x, self.weight, self.bias, self.running_mean,
@@ -128,33 +294,72 @@ class _BatchNorm:
     def _state_names(self):
         names = ["weight", "bias"] if self.affine else []
         if self.track_running_stats:
-            names += ["running_mean", "running_var", "num_batches_tracked"]
+            names += ["running_mean", "running_var", _COUNTER]
         return names
 
     def state_dict(self):
         """PyTorch's keys; the values are this module's own arrays (not copies)."""
         return OrderedDict((name, getattr(self, name)) for name in self._state_names())
 
+    def _converted(self, name, value):
+        """A new (num_features,) array of the module's dtype holding value's numbers."""
+        try:
+            array = np.asarray(value)  # numpy arrays, torch tensors, lists
+        except Exception as e:  # noqa: BLE001 - anything asarray cannot read is the wrong type
+            raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__} "
+                            f"({type(e).__name__}: {e})") from None
+        if array.dtype.kind not in "fiu":  # not bool, complex, object, strings, dates
+            raise TypeError(f"{name} must hold real numbers (a float or integer array), got "
+                            f"{type(value).__name__} of dtype {array.dtype}")
+        if array.shape != (self.num_features,):
+            raise ValueError(f"{name} has shape {array.shape}, expected "
+                             f"({self.num_features},)")
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = array.astype(self.dtype)  # always a copy
+        overflow = ~np.isfinite(out) & np.isfinite(array)  # NaN / inf pass as they are
+        if overflow.any():
+            i = int(np.argmax(overflow))
+            raise ValueError(f"{name}[{i}] = {array[i]!r} does not fit in {self.dtype} (it "
+                             "would become inf)")
+        return out
+
     def load_state_dict(self, state_dict, strict=True):
-        """Copy values in (numpy arrays, torch tensors, anything np.asarray takes)."""
+        """Copy values in (numpy arrays, torch tensors, anything np.asarray takes), all or
+        nothing, into the module's own arrays (which stay the same objects).
+
+        Every value is converted and checked first: weight, bias and the running stats
+        must be real numbers of shape (num_features,) that fit the module's dtype (NaN and
+        inf are taken as they are, as in the C API and torch; bool, complex, strings and
+        objects are a TypeError); num_batches_tracked an integer (not a float or bool) in
+        [0, INT64_MAX]. strict=True: missing or unexpected keys are a KeyError; otherwise
+        they are ignored. A failure (TypeError / ValueError naming the key) leaves the
+        module unchanged. Returns (missing_keys, unexpected_keys), as torch does.
+        """
+        cls = type(self).__name__
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{cls}.load_state_dict: state_dict must be a mapping (a dict of "
+                            f"arrays), got {type(state_dict).__name__}")
+        strict = _check_bool("strict", strict)
         names = self._state_names()
         missing = [n for n in names if n not in state_dict]
         unexpected = [k for k in state_dict if k not in names]
         if strict and (missing or unexpected):
-            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+            raise KeyError(f"{cls}.load_state_dict: missing keys {missing}, "
                            f"unexpected keys {unexpected}")
         values = {}
         for name in names:
             if name not in state_dict:
                 continue
-            value = np.asarray(state_dict[name])
-            target = getattr(self, name)
-            if value.shape != target.shape:
-                raise ValueError(f"{type(self).__name__}.load_state_dict: {name} has shape "
-                                 f"{value.shape}, expected {target.shape}")
-            values[name] = value
-        for name, value in values.items():  # all checked first: nothing half-loaded
-            np.copyto(getattr(self, name), value, casting="unsafe")
+            try:
+                values[name] = (_checked_count(name, state_dict[name]) if name == _COUNTER
+                                else self._converted(name, state_dict[name]))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{cls}.load_state_dict: {e}") from None
+        self._require_writable(values, "load_state_dict")
+        # All checked: same dtypes and shapes, writable targets; nothing below can fail.
+        for name, value in values.items():
+            getattr(self, name)[...] = value
+        return IncompatibleKeys(missing, unexpected)
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, "
