@@ -4,49 +4,17 @@ end-to-end runs (train, metrics, checkpoint, evaluate, resume, bench).
 The runs use a few hundred Fashion-MNIST examples (Debian's dataset-fashion-mnist,
 installed by scripts/install-deps), so the whole file takes seconds.
 """
-import gzip
 import json
-import math
 import os
-import struct
 import subprocess
 
 import numpy as np
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BNORM = os.environ.get("BNORM_CLI", os.path.join(ROOT, "build", "bnorm"))
-FASHION = "/usr/share/datasets/fashion-mnist"
-TIMING_KEYS = {"examples_per_sec", "test_examples_per_sec", "train_seconds", "seconds"}
+from cli_helpers import (BNORM, SMALL, needs_cli, needs_data, one_line_error,
+                         read_metrics, run, small_dataset, without_timing)
 
-pytestmark = pytest.mark.skipif(not os.path.exists(BNORM), reason="build/bnorm not built")
-needs_data = pytest.mark.skipif(
-    not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")),
-    reason="dataset-fashion-mnist not installed")
-
-SMALL = ["--train-examples", "512", "--test-examples", "256", "--batch-size", "64",
-         "--threads", "2", "--no-progress"]
-
-
-def run(*args):
-    return subprocess.run([BNORM, *args], capture_output=True, text=True, timeout=300)
-
-
-def one_line_error(result, status):
-    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("bnorm: error: "), lines[0]
-    return lines[0]
-
-
-def read_metrics(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def without_timing(rows):
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+pytestmark = needs_cli
 
 
 @pytest.mark.parametrize("sub", [[], ["train"], ["evaluate"], ["bench"], ["bench", "kernels"],
@@ -99,22 +67,6 @@ def test_bad_arguments_exit_2_with_one_line(args, needle):
 def test_missing_data_directory_names_the_file(tmp_path):
     line = one_line_error(run("train", "--data", str(tmp_path / "nowhere"), *SMALL), 1)
     assert "nowhere" in line
-
-
-def write_idx(path, array):
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.tobytes())
-
-
-def small_dataset(directory, labels_train):
-    rng = np.random.default_rng(0)
-    n = len(labels_train)
-    write_idx(directory / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-    write_idx(directory / "train-labels-idx1-ubyte.gz", np.array(labels_train))
-    write_idx(directory / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (16, 28, 28)))
-    write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.arange(16) % 10)
 
 
 def test_corrupt_labels_name_the_file(tmp_path):
@@ -283,13 +235,14 @@ def test_resume_drops_metrics_lines_past_the_checkpoint(tmp_path):
 
 
 @needs_data
-def test_a_diverged_run_still_writes_json_python_reads(tmp_path):
-    metrics = tmp_path / "m.jsonl"
-    r = run("train", "--model", "mlp", "--lr", "1e30", "--epochs", "1", *SMALL,
-            "--metrics", str(metrics))
-    assert r.returncode == 0, r.stderr
-    row = read_metrics(metrics)[0]  # json.loads accepts NaN / Infinity
-    assert math.isnan(row["train_loss"]) or math.isinf(row["train_loss"])
+def test_a_diverged_run_stops_with_an_error_and_writes_no_nan(tmp_path):
+    metrics, ckpt = tmp_path / "m.jsonl", tmp_path / "c.ckpt"
+    r = run("train", "--model", "mlp", "--lr", "1e30", "--epochs", "2", *SMALL,
+            "--metrics", str(metrics), "--checkpoint", str(ckpt))
+    line = one_line_error(r, 1)
+    assert "diverged" in line and "epoch 1" in line and "--lr" in line
+    assert "epoch  1/2" not in r.stdout
+    assert read_metrics(metrics) == [] and not ckpt.exists()
 
 
 @needs_data
@@ -363,5 +316,5 @@ def test_bench_kernels_without_the_plugin_shows_dashes(tmp_path):
 
 
 def test_bench_kernels_unwritable_json_fails_before_measuring(tmp_path):
-    line = one_line_error(run(*KERNELS_SMALL, "--json", str(tmp_path / "no" / "k.json")), 1)
+    line = one_line_error(run(*KERNELS_SMALL, "--json", str(tmp_path / "no" / "k.json")), 2)
     assert "--json" in line and r"k.json" in line

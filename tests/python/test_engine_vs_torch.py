@@ -24,8 +24,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 # The d2l models (with their Xavier init) and the IDX loader of the LeNet benchmark.
 from compare_lenet_torch import load_split, make_model as d2l_model  # noqa: E402
-BNORM = os.environ.get("BNORM_CLI", os.path.join(ROOT, "build", "bnorm"))
-FASHION = "/usr/share/datasets/fashion-mnist"
+from cli_helpers import BNORM, FASHION, read_checkpoint  # noqa: E402
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(BNORM), reason="build/bnorm not built"),
     pytest.mark.skipif(not os.path.exists(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz")),
@@ -69,39 +68,6 @@ def write_checkpoint(path, model_name, state):
         f.write(out)
 
 
-def read_checkpoint(path):
-    data = open(path, "rb").read()
-    assert data[:8] == b"BNORMCKP"
-    assert struct.unpack_from("<I", data, len(data) - 4)[0] == zlib.crc32(data[:-4]) & 0xFFFFFFFF
-    pos = 12
-
-    def u32():
-        nonlocal pos
-        pos += 4
-        return struct.unpack_from("<I", data, pos - 4)[0]
-
-    def string():
-        nonlocal pos
-        n = u32()
-        pos += n
-        return data[pos - n:pos].decode()
-
-    for _ in range(u32()):
-        string(), string()
-    tensors = {}
-    for _ in range(u32()):
-        name = string()
-        dtype, rank = struct.unpack_from("<BB", data, pos)
-        pos += 2
-        sizes = struct.unpack_from(f"<{rank}q", data, pos)
-        pos += 8 * rank
-        count = int(np.prod(sizes)) if rank else 1
-        np_type = {1: "<f4", 2: "<f8", 3: "<i8"}[dtype]
-        tensors[name] = np.frombuffer(data, np_type, count, pos).reshape(sizes)
-        pos += count * np.dtype(np_type).itemsize
-    return tensors
-
-
 def torch_epoch(net, x, y, tx, ty, dtype):
     net = net.to(dtype)
     opt = torch.optim.SGD(net.parameters(), lr=LR)
@@ -136,7 +102,7 @@ def test_one_epoch_matches_pytorch(model, tmp_path):
                         "--threads", "2", "--no-progress", "--checkpoint", str(out_ckpt),
                         "--metrics", str(metrics)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    ours = read_checkpoint(out_ckpt)
+    _, ours = read_checkpoint(out_ckpt)
     row = json.loads(open(metrics).read())
 
     x, y = load("train", N_TRAIN)
