@@ -6,13 +6,14 @@ exactly once; training that diverges stops with an error and saves nothing; and 
 bad argument is one clear line.
 """
 import os
+import re
 import shutil
 import stat
 import subprocess
 
 import pytest
 
-from cli_helpers import (FASHION, needs_cli, needs_data, one_line_error, read_checkpoint,
+from cli_helpers import (BNORM as BNORM_CLI_PATH, FASHION, needs_cli, needs_data, one_line_error, read_checkpoint,
                          read_metrics, run, small_dataset)
 
 pytestmark = needs_cli
@@ -270,3 +271,43 @@ def test_images_of_another_size_fail_before_training(tmp_path, which):
     line = one_line_error(r, 1)
     assert ("train-images" if which == "train" else "t10k-images") in line
     assert "28 x 28" in line and "epoch" not in r.stdout
+
+
+# --- every file arrives whole: fsync before rename, the directory after -----------------
+
+STRACE = shutil.which("strace")
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace not installed (scripts/install-deps)")
+def test_each_output_is_fsynced_renamed_then_its_directory_fsynced(tmp_path):
+    small_dataset(tmp_path, [i % 10 for i in range(64)])
+    out = tmp_path / "out"
+    out.mkdir()
+    r = subprocess.run([STRACE, "-f", "-qq", "-e", "signal=none", "-e",
+                        "trace=openat,write,fsync,rename,renameat,renameat2,close", "-o",
+                        str(tmp_path / "trace"), BNORM_CLI_PATH, "train", "--epochs", "2",
+                        "--data", str(tmp_path), "--batch-size", "16", "--threads", "1",
+                        "--no-progress", "--checkpoint", str(out / "c.ckpt"),
+                        "--metrics", str(out / "m.jsonl")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    calls = [re.sub(r"^\d+ +", "", line) for line in open(tmp_path / "trace")]
+    renames = [i for i, c in enumerate(calls) if c.startswith("rename")]
+    # Metrics at start, then per epoch the checkpoint and the metrics.
+    assert len(renames) == 5, calls
+    for i in renames:
+        tmp, final = re.match(r'rename\("([^"]+)", "([^"]+)"\)', calls[i]).groups()
+        assert re.fullmatch(re.escape(final) + r"\.tmp\.\d+", tmp), calls[i]
+        opened = max(j for j in range(i) if f'"{tmp}"' in calls[j] and "O_CREAT" in calls[j])
+        fd = re.search(r"= (\d+)$", calls[opened].strip()).group(1)
+        between = calls[opened + 1:i]
+        synced = [j for j, c in enumerate(between) if c.startswith(f"fsync({fd})")]
+        assert synced, (tmp, between)
+        assert not any(c.startswith(f"write({fd},") for c in between[synced[-1]:]), between
+        after = calls[i + 1:]
+        dir_open = next(j for j, c in enumerate(after) if "O_DIRECTORY" in c or
+                        c.startswith("rename"))
+        dir_fd = re.search(r"= (\d+)$", after[dir_open].strip()).group(1)
+        assert any(c.startswith(f"fsync({dir_fd})") for c in after[dir_open + 1:dir_open + 3]), \
+            after[:dir_open + 3]
+        assert f'"{out}"' in after[dir_open], after[dir_open]
