@@ -16,7 +16,9 @@
  *
  * The transform (per channel, over the m values)
  *   mean = sum(x) / m,  var = sum((x - mean)^2) / m            (biased)
- *   invstd = 1 / sqrt(var + eps)
+ *   invstd = 1 / sqrt(var + eps), but 0 when var == 0 and eps == 0 (PyTorch's InvStd:
+ *            a constant channel with eps = 0 gives y = bias and dx = 0, not NaN;
+ *            inference keeps 1 / sqrt(running_var + eps))
  *   y = weight * (x - mean) * invstd + bias
  *   running_mean = (1 - momentum) * running_mean + momentum * mean
  *   running_var  = (1 - momentum) * running_var  + momentum * var * m / (m - 1)
@@ -28,8 +30,22 @@
  *   ONNX BatchNormalization (training_mode) and d2l: momentum 0.9 there == 0.1 here,
  *   with BNORM_RUNNING_VAR_BIASED.
  *
- * Aliasing: y may equal x (in-place forward); dx may equal dy (in-place backward).
- * Any other overlap between an output and an input is undefined.
+ * NaN and Inf (docs/batch_norm.md) propagate as in PyTorch, channel by channel, and
+ *   never reach another channel. Training: a NaN or +-Inf among a channel's x makes its
+ *   var, save_invstd, running_var, y, dx and dweight NaN; mean, save_mean and
+ *   running_mean are sum(x) / m (+Inf or -Inf for infinities of one sign, else NaN);
+ *   dbias = sum(dy). A NaN in dy makes the channel's dx, dweight and dbias NaN.
+ *   Inference: a NaN or Inf in x or dy reaches the outputs at its own positions (and
+ *   the channel's dweight, dbias); a NaN running statistic, weight or bias makes the
+ *   channel's y NaN.
+ *
+ * Aliasing: y may equal x (in-place forward) and dx may equal dy (in-place backward),
+ * exactly (same pointer). Any other overlap between a buffer a call writes and any
+ * other buffer of the call fails with BNORM_ERROR_OVERLAP, whose message names both
+ * (e.g. "y overlaps x (partial overlap; only y == x in place is allowed)"). Extents
+ * are [ptr, ptr + count * sizeof(T)) bytes, count = n*c*spatial for tensors, c for
+ * per-channel buffers, bnorm_relu_mask_bytes() for a ReLU mask, 1 for
+ * num_batches_tracked. Inputs may share memory with each other.
  */
 #ifndef BNORM_BNORM_H
 #define BNORM_BNORM_H
@@ -52,7 +68,8 @@ typedef enum {
   BNORM_ERROR_SHAPE_MISMATCH = 6,  /* a buffer's length disagrees with the channels (C++, Python) */
   BNORM_ERROR_INVALID_STATE = 7,   /* e.g. backward before any training forward (C++, Python) */
   BNORM_ERROR_OUT_OF_MEMORY = 8,   /* scratch memory could not be allocated */
-  BNORM_ERROR_INTERNAL = 9         /* a bug in bnorm: please report it */
+  BNORM_ERROR_INTERNAL = 9,        /* a bug in bnorm: please report it */
+  BNORM_ERROR_OVERLAP = 10         /* an output shares memory with another buffer (Aliasing) */
 } bnorm_status;
 
 /* Momentum sentinel: the cumulative average of every batch seen so far

@@ -377,7 +377,7 @@ BNORM_INLINE void rows_shifted_sums_impl(const T* x, int64_t ld, int64_t r0, int
   if (flat_rows(ld, c0, c1)) {
     const int64_t lanes = flat_period(ld);
     double k[kMaxLanes], s1[kMaxLanes] = {}, s2[kMaxLanes] = {};
-    for (int64_t l = 0; l < lanes; ++l) k[l] = static_cast<double>(x[l % ld]);
+    for (int64_t l = 0; l < lanes; ++l) k[l] = finite_shift(static_cast<double>(x[l % ld]));
     BNORM_WITH_LANES(lanes, {
       ShiftedLanes<V, T> acc(k);
       acc.add_run(x + r0 * ld, (r1 - r0) * ld);
@@ -391,7 +391,7 @@ BNORM_INLINE void rows_shifted_sums_impl(const T* x, int64_t ld, int64_t r0, int
   // per four values instead of once per value, and the shifts are doubles already:
   //   s1[j] += (d0 + d1) + (d2 + d3),  s2[j] += (d0^2 + d1^2) + (d2^2 + d3^2).
   double k[kColumnBlock], s1[kColumnBlock] = {}, s2[kColumnBlock] = {};
-  for (int64_t j = 0; j < width; ++j) k[j] = static_cast<double>(x[c0 + j]);
+  for (int64_t j = 0; j < width; ++j) k[j] = finite_shift(static_cast<double>(x[c0 + j]));
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
     const T* a = x + r * ld + c0;
@@ -924,7 +924,8 @@ BNORM_INLINE void cf_block_moments_impl(const T* x, const Geometry& g,
   double k[kMaxBlockChannels][kLanes];
   ShiftedLanes<2, T> lanes[kMaxBlockChannels];
   for (int64_t b = 0; b < width; ++b) {
-    const double shift = static_cast<double>(x[(c0 + b) * g.spatial]);  // as cf_chunk_moments
+    // As cf_chunk_moments: the channel's first value.
+    const double shift = finite_shift(static_cast<double>(x[(c0 + b) * g.spatial]));
     for (double& v : k[b]) v = shift;
     moments[c0 + b] = Moments{};
   }
@@ -1205,10 +1206,10 @@ void batch_norm_moments(const Geometry& g, const T* x, Moments* moments, int thr
   const int nt = threads_for(g.n * g.c * g.spatial, threads);
   if (!rows_of_channels(g)) {
     const ChannelsFirstChunks plan(g);
-    // Shift: the channel's first value.
+    // Shift: the channel's first value (finite_shift: 0 if it is not finite).
     const Moments* partial = channels_first_partials<Moments>(g, plan, nt, [&](int64_t ch, int64_t j) {
       const T* xc = x + ch * g.spatial;
-      return cf_chunk_moments(xc, plan, j, static_cast<double>(xc[0]));
+      return cf_chunk_moments(xc, plan, j, finite_shift(static_cast<double>(xc[0])));
     });
     fold_in_order(g.c, plan.count, partial, plan.count, 1, moments,
                   [](const Moments& total, const Moments& p, int64_t, int64_t) { return merge(total, p); });
@@ -1230,7 +1231,8 @@ void batch_norm_moments(const Geometry& g, const T* x, Moments* moments, int thr
                              return ShiftedSums{t.s1 + p.s1, t.s2 + p.s2};
                            });
   for (int64_t ch = 0; ch < g.c; ++ch)
-    moments[ch] = moments_from_shifted_sums(static_cast<double>(plan.rows), static_cast<double>(x[ch]),
+    moments[ch] = moments_from_shifted_sums(static_cast<double>(plan.rows),
+                                            finite_shift(static_cast<double>(x[ch])),
                                             totals[ch].s1, totals[ch].s2);
 }
 
@@ -1356,7 +1358,8 @@ bool batch_norm_forward_fused(const Geometry& g, const T* x, T* y, Moments* mome
     const T* xc = x + ch * g.spatial;
     Moments total{};  // the fold of batch_norm_moments, chunk by chunk
     for (int64_t j = 0; j < plan.count; ++j)
-      total = merge(total, cf_chunk_moments(xc, plan, j, static_cast<double>(xc[0])));
+      total = merge(total,
+                    cf_chunk_moments(xc, plan, j, finite_shift(static_cast<double>(xc[0]))));
     moments[ch] = total;
     const AffineCoefficients<T> a = coefficients.call(coefficients.context, ch, total);
     affine_slices(x, y, g, channel_backwards(g, ch), static_cast<const ChannelAffine<T>*>(nullptr),

@@ -7,9 +7,15 @@
 // std, and any single value of the data is within sqrt(m) std of the mean; the
 // sums are accumulated in double, so even a worst-case shift costs at most
 // log10(m) of double's 16 digits.
+//
+// Non-finite values propagate as in sum(x) / m and PyTorch (docs/batch_norm.md): a NaN,
+// or both +Inf and -Inf, give mean NaN; +Inf (-Inf) alone gives mean +Inf (-Inf); any of
+// them gives M2 NaN. The sums carry this for free: no scan of the data looks for them.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace bnorm::kernels {
 
@@ -22,21 +28,31 @@ struct Moments {
   double unbiased_variance() const { return m2 / (count - 1); }
 };
 
+// The shift K of a channel's shifted sums: a value of the data (the sums keep every
+// digit), or 0 when that value is +-Inf or NaN (x - Inf would turn every other value
+// into -Inf or NaN and the mean of {+Inf, finite...} into NaN instead of +Inf).
+inline double finite_shift(double value) { return std::isfinite(value) ? value : 0.0; }
+
 // Moments of `count` values from their sums shifted by `shift`:
-//   mean = K + S1 / n,  M2 = S2 - S1^2 / n  (clamped at 0 against rounding).
+//   mean = K + S1 / n,  M2 = S2 - S1^2 / n  (clamped at 0 against rounding; a NaN stays
+//   NaN, S2 = S1 = +-Inf giving NaN).
 inline Moments moments_from_shifted_sums(double count, double shift, double sum,
                                          double sum_squares) {
   const double m2 = sum_squares - sum * (sum / count);
-  return Moments{count, shift + sum / count, m2 > 0 ? m2 : 0.0};
+  return Moments{count, shift + sum / count, m2 < 0 ? 0.0 : m2};
 }
 
 // Chan, Golub & LeVeque's pairwise merge:
 //   n = na + nb,  delta = mb - ma,
 //   mean = ma + delta * nb / n,  M2 = M2a + M2b + delta^2 * na * nb / n.
+// A part with a non-finite mean makes the mean ma + mb (+Inf with a finite or +Inf part
+// stays +Inf, where delta = mb - ma would turn it into NaN) and M2 NaN.
 inline Moments merge(const Moments& a, const Moments& b) {
   if (a.count == 0) return b;
   if (b.count == 0) return a;
   const double count = a.count + b.count;
+  if (!std::isfinite(a.mean) || !std::isfinite(b.mean))
+    return Moments{count, a.mean + b.mean, std::numeric_limits<double>::quiet_NaN()};
   const double delta = b.mean - a.mean;
   return Moments{count, a.mean + delta * (b.count / count),
                  a.m2 + b.m2 + delta * delta * (a.count * (b.count / count))};

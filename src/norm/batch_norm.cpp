@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "kernels/batch_norm_kernels.h"
+#include "kernels/relu_mask.h"
+#include "norm/overlap.h"
 
 namespace bnorm::norm {
 namespace {
@@ -102,6 +104,19 @@ void check_gate(const char* op, bool relu_fused, const ReluGate<T>& gate) {
          "y and relu_mask are both given: give exactly one of them to gate dy");
 }
 
+// The buffers of a fused ReLU, in bytes: its bit mask.
+Buffer relu_mask_buffer(const uint8_t* mask, const Geometry& g, bool written) {
+  return Buffer{"relu_mask", mask,
+                static_cast<uint64_t>(kernels::relu_mask_bytes(g.n * g.c * g.spatial)), written};
+}
+
+// 1 / sqrt(var + eps) of batch statistics, as ATen's InvStd: 0 for a constant channel
+// with eps == 0 (var == 0), so that y = bias and dx = 0 instead of 0 * Inf = NaN. A NaN
+// var stays NaN. (Inference keeps 1 / sqrt(running_var + eps), Inf there, as PyTorch.)
+double batch_invstd(double var, double eps) {
+  return var == 0 && eps == 0 ? 0.0 : 1.0 / std::sqrt(var + eps);
+}
+
 template <class T>
 double value_or(const T* values, int64_t ch, double fallback) {
   return values ? static_cast<double>(values[ch]) : fallback;
@@ -147,7 +162,7 @@ struct TrainingAffine {
 
   kernels::AffineCoefficients<T> operator()(int64_t ch, const Moments& moments) const {
     const double mean = moments.mean;
-    const double invstd = 1.0 / std::sqrt(moments.biased_variance() + eps);
+    const double invstd = batch_invstd(moments.biased_variance(), eps);
     hi[ch] = static_cast<T>(mean);
     lo[ch] = static_cast<T>(mean - static_cast<double>(hi[ch]));
     scale[ch] = static_cast<T>(value_or(weight, ch, 1.0) * invstd);
@@ -235,6 +250,19 @@ void forward_training(const char* op, const Problem& p, const T* x, T* y, const 
 
   Coefficients<T> coeff(g.c, 4);
   Moments* moments = scratch<MomentsTag, Moments>(static_cast<size_t>(g.c));
+  // The aliasing rule (overlap.h), before the first write; after the scratch is sized, so
+  // that sizes no buffer can have report running out of memory, not an overlap.
+  const int64_t count = g.n * g.c * g.spatial;
+  check_no_overlap(op,
+                   {buffer_of("x", x, count, false), buffer_of("y", y, count, true),
+                    buffer_of("weight", weight, g.c, false), buffer_of("bias", bias, g.c, false),
+                    buffer_of("running_mean", running_mean, g.c, true),
+                    buffer_of("running_var", running_var, g.c, true),
+                    buffer_of("save_mean", save_mean, g.c, true),
+                    buffer_of("save_invstd", save_invstd, g.c, true),
+                    relu_mask_buffer(relu.mask, g, true),
+                    buffer_of("num_batches_tracked", update.num_batches_tracked, 1, true)},
+                   "y", "x");
   TrainingAffine<T> affine{weight,          bias,           eps,
                            coeff.array(g.c, 0), coeff.array(g.c, 1), coeff.array(g.c, 2),
                            coeff.array(g.c, 3), save_mean,      save_invstd};
@@ -279,6 +307,15 @@ void forward_inference(const char* op, const Problem& p, const T* x, T* y, const
   T* lo = coeff.array(g.c, 0);
   T* scale = coeff.array(g.c, 1);
   T* shift = coeff.array(g.c, 2);
+  // The aliasing rule (overlap.h), before the first write.
+  const int64_t count = g.n * g.c * g.spatial;
+  check_no_overlap(op,
+                   {buffer_of("x", x, count, false), buffer_of("y", y, count, true),
+                    buffer_of("weight", weight, g.c, false), buffer_of("bias", bias, g.c, false),
+                    buffer_of("running_mean", running_mean, g.c, false),
+                    buffer_of("running_var", running_var, g.c, false),
+                    relu_mask_buffer(relu.mask, g, true)},
+                   "y", "x");
   for (int64_t ch = 0; ch < g.c; ++ch) {
     lo[ch] = 0;
     scale[ch] = static_cast<T>(value_or(weight, ch, 1.0) /
@@ -305,6 +342,16 @@ void backward(const char* op, const Problem& p, const T* x, const T* dy, T* dx,
 
   Coefficients<T> coeff(g.c, 4);
   BackwardSums* sums = scratch<SumsTag, BackwardSums>(static_cast<size_t>(g.c));
+  // The aliasing rule (overlap.h), before the first write.
+  const int64_t count = g.n * g.c * g.spatial;
+  check_no_overlap(op,
+                   {buffer_of("x", x, count, false), buffer_of("dy", dy, count, false),
+                    buffer_of("dx", dx, count, true), buffer_of("weight", weight, g.c, false),
+                    buffer_of("save_mean", save_mean, g.c, false),
+                    buffer_of("save_invstd", save_invstd, g.c, false),
+                    buffer_of("dweight", dweight, g.c, true), buffer_of("dbias", dbias, g.c, true),
+                    buffer_of("y", gate.y, count, false), relu_mask_buffer(gate.mask, g, false)},
+                   "dx", "dy");
   BackwardAffineMaker<T> affine{static_cast<double>(g.per_channel()),
                                 weight,
                                 save_mean,
@@ -348,6 +395,16 @@ void backward_inference(const char* op, const Problem& p, const T* x, const T* d
   T* zero = coeff.array(g.c, 0);
   T* k = coeff.array(g.c, 1);
   double* invstd = scratch<InvstdTag, double>(static_cast<size_t>(g.c));
+  // The aliasing rule (overlap.h), before the first write.
+  const int64_t count = g.n * g.c * g.spatial;
+  check_no_overlap(op,
+                   {buffer_of("x", x, count, false), buffer_of("dy", dy, count, false),
+                    buffer_of("dx", dx, count, true), buffer_of("weight", weight, g.c, false),
+                    buffer_of("running_mean", running_mean, g.c, false),
+                    buffer_of("running_var", running_var, g.c, false),
+                    buffer_of("dweight", dweight, g.c, true), buffer_of("dbias", dbias, g.c, true),
+                    buffer_of("y", gate.y, count, false), relu_mask_buffer(gate.mask, g, false)},
+                   "dx", "dy");
   for (int64_t ch = 0; ch < g.c; ++ch) {
     invstd[ch] = 1.0 / std::sqrt(static_cast<double>(running_var[ch]) + eps);
     zero[ch] = 0;

@@ -24,6 +24,13 @@ void batch_moments(const Geometry& g, const double* x, double* mean, double* var
 
 namespace {
 
+// Batch statistics' 1 / sqrt(var + eps), but 0 when var == 0 and eps == 0 (PyTorch's
+// InvStd): a constant channel then gives y = bias and dx = 0, not NaN.
+template <class F>
+F batch_invstd(F var, double eps) {
+  return var == 0 && eps == 0 ? F(0) : F(1) / std::sqrt(var + eps);
+}
+
 // y = weight * (x - center) * invstd + bias, per channel.
 void normalize(const Geometry& g, const double* x, double* y, const double* weight,
                const double* bias, const double* center, const double* invstd) {
@@ -45,7 +52,7 @@ void batch_norm_forward_training(const Geometry& g, const double* x, double* y,
                                  double* mean, double* var) {
   batch_moments(g, x, mean, var);
   std::vector<double> invstd(static_cast<size_t>(g.c));
-  for (int64_t ch = 0; ch < g.c; ++ch) invstd[ch] = 1.0 / std::sqrt(var[ch] + eps);
+  for (int64_t ch = 0; ch < g.c; ++ch) invstd[ch] = batch_invstd(var[ch], eps);
   normalize(g, x, y, weight, bias, mean, invstd.data());
 }
 
@@ -73,7 +80,7 @@ void batch_norm_backward(const Geometry& g, const double* x, const double* dy,
         const long double d = x[g.index(i, ch, s)] - mean;
         squares += d * d;
       }
-    const long double invstd = 1.0L / std::sqrt(squares / m + eps);
+    const long double invstd = batch_invstd(squares / m, eps);
     long double sum_dy = 0, sum_dy_xhat = 0;
     for (int64_t i = 0; i < g.n; ++i)
       for (int64_t s = 0; s < g.spatial; ++s) {

@@ -1,6 +1,11 @@
 // The scalar oracle for batch norm: the paper's formulas, written plainly, in double
 // with long-double sums and a centred second pass for the variance. Never optimized;
 // every fast kernel is tested against it.
+//
+// Non-finite values follow IEEE arithmetic through these formulas, which is the rule of
+// docs/batch_norm.md: a NaN or +-Inf in a channel's x makes its var, invstd and y NaN
+// (its mean is sum(x) / m: +-Inf or NaN). Batch statistics with var == 0 and eps == 0
+// give invstd 0 (PyTorch's InvStd), not Inf.
 #pragma once
 
 #include <cstdint>
