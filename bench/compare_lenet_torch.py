@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from atomic_file import write_text_atomically
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 MODELS = ("lenet", "lenet-bn")
@@ -275,9 +277,7 @@ def main():
                "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
                "repeats": args.repeats, "bnorm": None if binary is None else str(binary),
                "raw": raw, "median": summary}
-        with open(args.json_out, "w") as f:
-            json.dump(out, f, indent=2)
-            f.write("\n")
+        write_text_atomically(args.json_out, json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

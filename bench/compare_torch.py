@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import bnorm
+from atomic_file import write_text_atomically
 
 
 def median_seconds(fn, repeats):
@@ -120,8 +121,7 @@ def main():
               f"{r['speedup_vs_torch']:7.2f}x {r['bnorm_gbps']:11.1f} {r['torch_gbps']:11.1f} "
               f"{r['copy_gbps']:10.1f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_text_atomically(args.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from atomic_file import write_text_atomically  # noqa: E402
 from compare_lenet_torch import DEFAULT_DATA, load_split, make_model  # noqa: E402
 
 
@@ -53,7 +54,7 @@ def main():
     tx, ty = load_split(a.data, "t10k")
     net = make_model(a.model)
     opt = torch.optim.SGD(net.parameters(), lr=a.lr)
-    out = open(a.metrics, "w") if a.metrics else None
+    lines = ""  # every epoch's row so far; the metrics file is rewritten whole
     for epoch in range(1, a.epochs + 1):
         t0 = time.perf_counter()
         net.train()
@@ -77,9 +78,9 @@ def main():
         print(f"epoch {epoch:2d}/{a.epochs}  loss {row['train_loss']:.3f}, train acc "
               f"{row['train_acc']:.3f}, test acc {test_acc:.3f}  |  "
               f"{row['examples_per_sec']:.0f} examples/sec", flush=True)
-        if out:
-            out.write(json.dumps(row) + "\n")
-            out.flush()
+        lines += json.dumps(row) + "\n"
+        if a.metrics:
+            write_text_atomically(a.metrics, lines)
 
 
 if __name__ == "__main__":

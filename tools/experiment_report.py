@@ -122,8 +122,38 @@ def plot(runs, path, title):
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    # The PNG arrives whole: written beside, fsynced, renamed, the directory fsynced.
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            fig.savefig(f, dpi=100, format="png")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_plot_path(path, run_paths):
+    """The plot may not be a run's metrics file, a directory or a link (docs/failure.md)."""
+    if os.path.islink(path) or os.path.isdir(path) or (
+            os.path.exists(path) and not os.path.isfile(path)):
+        raise InputError(f"--plot {path}: not a regular file; give the path of a PNG to write")
+    for run_path in run_paths:
+        same = (os.path.exists(path) and os.path.exists(run_path) and
+                os.path.samefile(path, run_path)) or \
+            os.path.realpath(path) == os.path.realpath(run_path)
+        if same:
+            raise InputError(f"--plot {path}: is the run file {run_path}; writing it would destroy it")
 
 
 def check_bn_ahead(runs):
@@ -160,6 +190,8 @@ def main(argv=None):
             if label in runs:
                 raise InputError(f"run label {label!r} given twice")
             runs[label] = load_run(path)
+        if args.plot:
+            check_plot_path(args.plot, [path for _, path in args.run])
         failure = check_bn_ahead(runs) if args.check else None
     except InputError as e:
         print(f"experiment_report: {e}", file=sys.stderr)
