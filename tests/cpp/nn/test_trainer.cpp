@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -190,6 +191,59 @@ TEST(Trainer, CumulativeAverageOverBatchesIsAlgorithmTwo) {
     EXPECT_NEAR(bn.running_mean()[c], mean_of_means[c], 1e-4 * (1 + std::abs(mean_of_means[c])));
     EXPECT_NEAR(bn.running_var()[c], mean_of_vars[c], 1e-3 * (1 + mean_of_vars[c]));
   }
+}
+
+}  // namespace
+}  // namespace bnorm::nn
+
+namespace bnorm::nn {
+namespace {
+
+// Divergence (docs/failure.md): the first non-finite batch loss stops the epoch, and so
+// does a non-finite parameter or statistic after a finite epoch; epochs_done() stays.
+TEST(Trainer, ANonFiniteLossStopsAtThatBatch) {
+  const data::ImageDataset d = testing::synthetic_images(96, 3);
+  TrainOptions o;
+  o.model = "mlp";
+  o.batch_size = 32;
+  o.sgd = {1e30, 0.0, 0.0};
+  Trainer t(o);
+  try {
+    t.train_epoch(d, nullptr);
+    FAIL() << "no TrainingDiverged";
+  } catch (const TrainingDiverged& e) {
+    EXPECT_EQ(e.epoch, 1);
+    EXPECT_GE(e.batch, 2);  // the first step is taken with finite weights
+    EXPECT_EQ(e.batches, 3);
+    EXPECT_NE(std::string(e.what()).find("diverged"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(t.epochs_done(), 0);
+}
+
+TEST(Trainer, ANonFiniteStatisticAfterAFiniteEpochIsDivergenceToo) {
+  // Training mode normalizes with the batch's statistics, so a NaN running variance
+  // leaves the loss finite; the update keeps it NaN, and such a model must not be saved.
+  const data::ImageDataset d = testing::synthetic_images(32, 4);
+  TrainOptions o;
+  o.model = "mlp-bn";
+  o.batch_size = 32;
+  Trainer t(o);
+  std::string poisoned;
+  for (const auto& b : t.model().state().buffers)
+    if (b.name.ends_with("running_var")) {
+      b.value[0] = std::numeric_limits<float>::quiet_NaN();
+      poisoned = "model." + b.name;
+      break;
+    }
+  ASSERT_FALSE(poisoned.empty());
+  try {
+    t.train_epoch(d, nullptr);
+    FAIL() << "no TrainingDiverged";
+  } catch (const TrainingDiverged& e) {
+    EXPECT_EQ(e.batch, 0);  // found after the epoch's batches
+    EXPECT_NE(std::string(e.what()).find(poisoned), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(t.epochs_done(), 0);
 }
 
 }  // namespace
