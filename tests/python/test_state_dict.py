@@ -375,6 +375,12 @@ def test_reset_with_a_read_only_buffer_changes_nothing(rng):
         with pytest.raises(ValueError, match="running_var"):
             reset()
         _assert_unchanged(bn, snap)
+    bn = _module(rng)
+    bn.bias.flags.writeable = False  # reset_parameters resets the running stats first
+    snap = _snapshot(bn)
+    with pytest.raises(ValueError, match="bias"):
+        bn.reset_parameters()
+    _assert_unchanged(bn, snap)
 
 
 # ---- the functional API's flags --------------------------------------------------------
@@ -393,3 +399,29 @@ def test_functional_training_flag_must_be_a_bool(value, rng):
     y, sm, si = bnorm.batch_norm_training(x)
     with pytest.raises(TypeError, match="need_dx"):
         bnorm.batch_norm_backward(x, x, sm, si, need_dx=2)
+
+
+# ---- the binding's counter argument (private, but it casts memory to int64_t*) ----------
+
+@pytest.mark.parametrize("counter,exc", [
+    (np.zeros((), np.float64), TypeError), (np.zeros((), np.int32), TypeError),
+    (np.zeros((), np.uint64), TypeError), (np.zeros(1, np.int64), ValueError),
+    (np.zeros((1, 1), np.int64), ValueError), (0, TypeError), ("read-only", ValueError)])
+def test_binding_counter_must_be_a_writable_0d_int64_array(counter, exc, rng):
+    if isinstance(counter, str):
+        counter = np.zeros((), np.int64)
+        counter.flags.writeable = False
+    x = rng.normal(size=(4, 3)).astype(F32)
+    rm, rv = np.zeros(3, F32), np.ones(3, F32)
+    before = np.array(counter, copy=True)
+    with pytest.raises(exc, match="num_batches_tracked"):
+        bnorm._bnorm.forward_training(x, None, None, rm, rv, None, 1e-5, "unbiased",
+                                      num_batches_tracked=counter)
+    np.testing.assert_array_equal(rm, 0)
+    np.testing.assert_array_equal(rv, 1)
+    np.testing.assert_array_equal(np.asarray(counter), before)
+    good = np.zeros((), np.int64)
+    bnorm._bnorm.forward_training(x, None, None, rm, rv, None, 1e-5, "unbiased",
+                                  num_batches_tracked=good)
+    assert int(good) == 1
+    np.testing.assert_allclose(rm, x.mean(axis=0), rtol=1e-6)  # factor 1 / (0 + 1)
