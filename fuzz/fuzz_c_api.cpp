@@ -21,6 +21,9 @@
 //     starting "<function name>: " (so the message is this call's) and leaves every
 //     byte of the arena as it was ("a failing call writes nothing");
 //   - a successful call with apart arrays changes no byte outside its outputs;
+//   - bnorm.h's aliasing rule, checked independently: a call whose written buffer
+//     shares a byte with another of its buffers (other than y == x or dx == dy exactly)
+//     does not succeed, and BNORM_ERROR_OVERLAP comes only with such an overlap;
 //   - bnorm_relu_mask_bytes is -1 for a negative size or an overflowing product and
 //     ceil(n * c * spatial / 8) otherwise;
 //   - no ASan/UBSan report.
@@ -394,11 +397,30 @@ void run(FuzzedDataProvider& in, Op op) {
   for (int slot = 0; slot < kSlots; ++slot)
     if (p.ptr[slot] && p.bytes[slot] > 0) ASAN_UNPOISON_MEMORY_REGION(p.ptr[slot], p.bytes[slot]);
 
+  // bnorm.h's aliasing rule, independently: does a written buffer share a byte with any
+  // other buffer of the call, other than y == x / dx == dy exactly?
+  bool overlap = false;
+  if (small) {
+    auto given = [&](int slot) {
+      return p.ptr[slot] && uses(oi, Slot(slot)) && (slot != NBT || (oi.has_update && pass_update));
+    };
+    for (const Slot w : oi.outputs)
+      for (int o = 0; o < kSlots; ++o) {
+        if (o == w || !given(w) || !given(o)) continue;
+        const bool in_place = ((w == Y && o == X) || (w == DX && o == DY)) && p.ptr[w] == p.ptr[o];
+        const size_t w0 = p.offset[w], w1 = w0 + p.bytes[w], o0 = p.offset[o], o1 = o0 + p.bytes[o];
+        if (!in_place && w0 < o1 && o0 < w1) overlap = true;
+      }
+  }
+
   const bnorm_status status =
       call<T>(op, enum_from_int<bnorm_layout>(layout_value), n, c, s, p, eps, momentum,
               pass_update ? &update : nullptr);
   ASAN_UNPOISON_MEMORY_REGION(arena, kArenaBytes);
 
+  if (status == BNORM_ERROR_OVERLAP && !overlap)
+    property_failed("BNORM_ERROR_OVERLAP without an overlap:", name + ": " + bnorm_last_error());
+  if (status == BNORM_SUCCESS && overlap) property_failed("an overlap was accepted", name);
   if (status != BNORM_SUCCESS) {
     const std::string message = bnorm_last_error();
     if (message.compare(0, name.size() + 2, name + ": ") != 0)
