@@ -60,6 +60,14 @@ std::vector<Buffer<T>> Sgd<T>::state() {
   return out;
 }
 
+template <class T>
+std::string Sgd<T>::first_non_finite_buffer() const {
+  for (size_t i = 0; i < momentum_.size(); ++i)
+    for (const T v : momentum_[i])
+      if (!std::isfinite(v)) return "momentum_buffer." + parameters_[i].name;
+  return "";
+}
+
 template class Sgd<float>;
 template class Sgd<double>;
 

@@ -30,6 +30,9 @@ class Sgd {
   // The momentum buffers, named "momentum_buffer.<parameter name>" (none without
   // momentum), for checkpoints.
   std::vector<Buffer<T>> state();
+  // The name state() gives the first momentum buffer holding a NaN or an infinity, or
+  // an empty string; allocates nothing when all are finite.
+  std::string first_non_finite_buffer() const;
 
  private:
   std::vector<Parameter<T>> parameters_;

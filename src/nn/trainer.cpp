@@ -77,6 +77,7 @@ Trainer::Trainer(const TrainOptions& options) : options_(options) {
   check_options(options);
   model_ = make_model<float>(options.model, options.seed);
   optimizer_ = std::make_unique<Sgd<float>>(model_->state().parameters, options.sgd);
+  watched_ = model_->state();
 }
 
 void Trainer::shuffled_order(int64_t count, uint64_t stream, std::vector<int64_t>& order) const {
@@ -270,13 +271,12 @@ std::string Trainer::first_non_finite_state() {
   const auto finite = [](std::span<const float> v) {
     return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
   };
-  StateLists<float> s = model_->state();
-  for (const auto& p : s.parameters)
+  for (const auto& p : watched_.parameters)
     if (!finite(p.value)) return "model." + p.name;
-  for (const auto& b : s.buffers)
+  for (const auto& b : watched_.buffers)
     if (!finite(b.value)) return "model." + b.name;
-  for (const auto& b : optimizer_->state())
-    if (!finite(b.value)) return "optimizer." + b.name;
+  if (std::string bad = optimizer_->first_non_finite_buffer(); !bad.empty())
+    return "optimizer." + bad;
   return "";
 }
 

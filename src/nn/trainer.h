@@ -139,6 +139,10 @@ class Trainer {
   std::vector<float> saved_statistics_;
   std::vector<int64_t> saved_counts_;
   std::vector<std::optional<double>> saved_momenta_;
+  // The model's parameters and buffers, listed once (their storage lives as long as the
+  // model, as the optimizer's spans assume): the divergence check after every epoch reads
+  // them without allocating.
+  StateLists<float> watched_;
 };
 
 }  // namespace bnorm::nn
