@@ -289,6 +289,21 @@ void fill(FuzzedDataProvider& in, size_t bytes) {
   }
 }
 
+const char* const kSlotName[kSlots] = {"x",  "y",  "weight", "bias", "running_mean", "running_var",
+                                       "save_mean", "save_invstd", "dy", "dx", "dweight", "dbias",
+                                       "relu_mask", "num_batches_tracked"};
+
+// The call's arguments, for a reproducer.
+void describe(const std::string& name, int layout, int64_t n, int64_t c, int64_t s,
+              const Placement& p) {
+  std::fprintf(stderr, "%s(layout %d, n %lld, c %lld, spatial %lld)\n", name.c_str(), layout,
+               static_cast<long long>(n), static_cast<long long>(c), static_cast<long long>(s));
+  for (int slot = 0; slot < kSlots; ++slot)
+    if (p.ptr[slot])
+      std::fprintf(stderr, "  %-20s arena bytes [%zu, %zu)\n", kSlotName[slot], p.offset[slot],
+                   p.offset[slot] + p.bytes[slot]);
+}
+
 template <class T>
 void run(FuzzedDataProvider& in, Op op) {
   const OpInfo& oi = info(op);
@@ -420,7 +435,10 @@ void run(FuzzedDataProvider& in, Op op) {
 
   if (status == BNORM_ERROR_OVERLAP && !overlap)
     property_failed("BNORM_ERROR_OVERLAP without an overlap:", name + ": " + bnorm_last_error());
-  if (status == BNORM_SUCCESS && overlap) property_failed("an overlap was accepted", name);
+  if (status == BNORM_SUCCESS && overlap) {
+    describe(name, layout_value, n, c, s, p);
+    property_failed("an overlap was accepted", name);
+  }
   if (status != BNORM_SUCCESS) {
     const std::string message = bnorm_last_error();
     if (message.compare(0, name.size() + 2, name + ": ") != 0)

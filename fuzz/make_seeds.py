@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Writes the hand-made seeds of fuzz/corpus (idx, checkpoint), independently of
 bnorm's own writers: IDX by its documented layout, checkpoints by src/nn/checkpoint.h's
-format with zlib's CRC-32. The c_api seeds are fuzzer inputs kept from runs
-(libFuzzer -merge=1), not made here. Run from anywhere; it rewrites the seed files."""
+format with zlib's CRC-32. Files named by a SHA-1 (all of c_api's) are inputs that
+fuzzing runs found, kept one per new coverage edge:
+  build-fuzz/fuzz/fuzz_T -merge=1 -use_counters=0 fuzz/corpus/T build-fuzz/corpus/T
+Run from anywhere; it rewrites the hand-made seed files only."""
 import gzip
 import os
 import random
