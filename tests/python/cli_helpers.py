@@ -25,8 +25,9 @@ SMALL = ["--train-examples", "512", "--test-examples", "256", "--batch-size", "6
          "--threads", "2", "--no-progress"]
 
 
-def run(*args, timeout=300):
-    return subprocess.run([BNORM, *args], capture_output=True, text=True, timeout=timeout)
+def run(*args, timeout=300, env=None):
+    return subprocess.run([BNORM, *args], capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def one_line_error(result, status):

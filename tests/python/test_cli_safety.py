@@ -256,6 +256,18 @@ def test_bad_numbers_are_short_clear_errors(args, needle):
     assert needle in line and len(line) < 200, line
 
 
+def test_omp_thread_limit_caps_the_default_and_refuses_more(tmp_path):
+    # OpenBLAS told of 2 threads in a team OMP_THREAD_LIMIT keeps at 1 waited forever.
+    small_dataset(tmp_path, [i % 10 for i in range(64)])
+    args = ["train", "--data", str(tmp_path), "--epochs", "1", "--batch-size", "16",
+            "--no-progress"]
+    r = run(*args, env={"OMP_THREAD_LIMIT": "1"}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "threads 1" in r.stdout
+    line = one_line_error(run(*args, "--threads", "2", env={"OMP_THREAD_LIMIT": "1"}), 2)
+    assert "--threads 2" in line and "OMP_THREAD_LIMIT" in line
+
+
 @needs_data
 def test_batch_size_one_with_batch_norm_is_the_clis_error():
     line = one_line_error(run("train", "--batch-size", "1", *TINY[:4], "--no-progress"), 2)

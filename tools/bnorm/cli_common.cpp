@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -81,11 +82,18 @@ void add_threads_option(CLI::App& app, int& threads) {
 }
 
 int apply_threads(int threads) {
-  const int wanted = threads == 0 ? omp_get_num_procs() : threads;
+  // OMP_THREAD_LIMIT caps every team; OpenBLAS told of more threads than a team gets
+  // would wait for the missing ones forever. The default takes what the limit allows,
+  // an explicit count above it is refused.
+  const int limit = omp_get_thread_limit();
+  if (threads > limit)
+    throw UsageError("--threads " + std::to_string(threads) + ": OMP_THREAD_LIMIT allows at most " +
+                     std::to_string(limit) + " threads");
+  const int wanted = threads == 0 ? std::min(omp_get_num_procs(), limit) : threads;
   const int got = nn::set_engine_threads(wanted);
-  if (got != wanted)
-    throw UsageError("--threads " + std::to_string(threads) + ": the OpenMP runtime gives at most " +
-                     std::to_string(got) + " threads here (OMP_THREAD_LIMIT or its build limit)");
+  if (got != wanted)  // OpenBLAS caps the count at its build's maximum
+    throw UsageError("--threads " + std::to_string(threads) + ": at most " + std::to_string(got) +
+                     " threads (OpenBLAS's build limit)");
   return got;
 }
 

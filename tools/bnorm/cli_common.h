@@ -44,8 +44,9 @@ CLI::Validator finite_between(double low, double high);
 void add_threads_option(CLI::App& app, int& threads);
 
 // Sets OpenMP, OpenBLAS and the batch norm library to `threads` (0: every core);
-// returns the count in effect. A count the OpenMP runtime cannot give (above its
-// thread limit) is a UsageError, not a silent cap.
+// returns the count in effect. A count the runtime cannot give (above OMP_THREAD_LIMIT
+// or OpenBLAS's build limit) is a UsageError, not a silent cap or a hang; the default
+// takes at most OMP_THREAD_LIMIT.
 int apply_threads(int threads);
 
 // Loads --data and checks that both sets hold the 1 x 28 x 28 images every model takes
