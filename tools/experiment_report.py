@@ -123,15 +123,19 @@ def plot(runs, path, title):
     if directory:
         os.makedirs(directory, exist_ok=True)
     # The PNG arrives whole: written beside, fsynced, renamed, the directory fsynced.
+    # (O_EXCL | O_NOFOLLOW: never written through a link planted at the temporary's name)
     tmp = f"{path}.tmp.{os.getpid()}"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
     try:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "wb") as f:
             fig.savefig(f, dpi=100, format="png")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
     finally:

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "io/output_paths.h"
 #include "kernel_table.hpp"
 
 namespace {
@@ -69,6 +70,9 @@ int main(int argc, char **argv) {
   const bnorm_bench::TableOptions options = parse_options(argc, argv);
   try {
     bnorm_bench::run_kernel_table(options);
+  } catch (const bnorm::io::PathError &error) {  // a --json path the rules refuse
+    std::cerr << "bench_peers: " << error.what() << "\n";
+    return 2;
   } catch (const std::exception &error) {
     std::cerr << "bench_peers: " << error.what() << "\n";
     return 1;

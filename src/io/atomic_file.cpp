@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -76,7 +77,12 @@ void write_file_atomically(const std::string& path, std::string_view bytes) {
     throw FileError(path + ": written, but syncing its directory failed: " + errno_text());
 }
 
-int remove_stale_temporaries(const std::string& path) {
+int remove_stale_temporaries(const std::string& path, const std::vector<std::string>& keep) {
+  std::vector<std::pair<dev_t, ino_t>> kept;
+  for (const std::string& k : keep) {
+    struct stat st {};
+    if (!k.empty() && ::stat(k.c_str(), &st) == 0) kept.emplace_back(st.st_dev, st.st_ino);
+  }
   const std::string prefix = std::filesystem::path(path).filename().string() + ".tmp.";
   std::error_code ec;
   int removed = 0;
@@ -87,6 +93,13 @@ int remove_stale_temporaries(const std::string& path) {
     if (digits.size() > 10 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
     const long pid = std::stol(digits);
     if (process_may_run(pid) && pid != static_cast<long>(::getpid())) continue;
+    // The entry itself, or what it links to, is one of `keep`.
+    const auto is_kept = [&](int (*stat_fn)(const char*, struct stat*)) {
+      struct stat st {};
+      return stat_fn(entry.path().c_str(), &st) == 0 &&
+             std::find(kept.begin(), kept.end(), std::make_pair(st.st_dev, st.st_ino)) != kept.end();
+    };
+    if (is_kept(::lstat) || is_kept(::stat)) continue;
     // Only files and links (removing a link leaves its target alone), never a directory.
     std::error_code remove_ec;
     const auto type = entry.symlink_status(remove_ec).type();

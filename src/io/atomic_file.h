@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace bnorm::io {
 
@@ -27,7 +28,8 @@ void write_file_atomically(const std::string& path, std::string_view bytes);
 
 // Deletes every "<path>.tmp.<N>" in path's directory whose process N no longer runs
 // (a write interrupted by a crash or kill -9). Temporaries of live processes are left
-// alone: one may be writing right now. Returns how many were deleted.
-int remove_stale_temporaries(const std::string& path);
+// alone: one may be writing right now; so is any file that is one of `keep` (a run's
+// own inputs and outputs, whatever their names). Returns how many were deleted.
+int remove_stale_temporaries(const std::string& path, const std::vector<std::string>& keep = {});
 
 }  // namespace bnorm::io

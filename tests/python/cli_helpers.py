@@ -83,6 +83,29 @@ def read_checkpoint(path):
     return meta, tensors
 
 
+def _string(s):
+    b = s.encode()
+    return struct.pack("<I", len(b)) + b
+
+
+def write_checkpoint(path, meta, tensors):
+    """Writes a checkpoint of `meta` (str -> str) and `tensors` (name -> numpy array of
+    float32, float64 or int64), independently of bnorm's writer."""
+    out = b"BNORMCKP" + struct.pack("<I", 1) + struct.pack("<I", len(meta))
+    for k in sorted(meta):
+        out += _string(k) + _string(meta[k])
+    out += struct.pack("<I", len(tensors))
+    codes = {np.dtype("float32"): 1, np.dtype("float64"): 2, np.dtype("int64"): 3}
+    for name, value in tensors.items():
+        value = np.asarray(value)
+        out += _string(name) + struct.pack("<BB", codes[value.dtype], value.ndim)
+        out += b"".join(struct.pack("<q", n) for n in value.shape)
+        out += value.astype(value.dtype.newbyteorder("<")).tobytes()
+    out += struct.pack("<I", zlib.crc32(out) & 0xFFFFFFFF)
+    with open(path, "wb") as f:
+        f.write(out)
+
+
 def write_idx(path, array):
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)

@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from cli_helpers import (BNORM as BNORM_CLI_PATH, FASHION, needs_cli, needs_data, one_line_error, read_checkpoint,
-                         read_metrics, run, small_dataset)
+from cli_helpers import (BNORM as BNORM_CLI_PATH, FASHION, needs_cli, needs_data, one_line_error,
+                         read_checkpoint, read_metrics, run, small_dataset, write_checkpoint)
 
 pytestmark = needs_cli
 
@@ -323,3 +323,70 @@ def test_each_output_is_fsynced_renamed_then_its_directory_fsynced(tmp_path):
         assert any(c.startswith(f"fsync({dir_fd})") for c in after[dir_open + 1:dir_open + 3]), \
             after[:dir_open + 3]
         assert f'"{out}"' in after[dir_open], after[dir_open]
+
+
+# --- found in review ---------------------------------------------------------------------
+
+@needs_data
+def test_an_input_named_like_a_stale_temporary_is_kept(trained, tmp_path):
+    ckpt, _ = trained
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    resume = tmp_path / f"a.ckpt.tmp.{dead.pid}"  # a crash's leftover the user resumes from
+    shutil.copy(ckpt, resume)
+    r = run("train", "--epochs", "2", *TINY, "--resume", str(resume), "--checkpoint", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert resume.exists()
+
+
+@needs_data
+def test_divergence_names_only_a_checkpoint_that_holds_the_last_epoch(trained, tmp_path):
+    ckpt, _ = trained
+    new = tmp_path / "new.ckpt"
+    r = run("train", "--epochs", "3", *TINY, "--resume", str(ckpt), "--checkpoint", str(new),
+            "--lr", "1e300")
+    line = one_line_error(r, 1)
+    assert f"{ckpt} keeps epoch 1" in line and str(new) not in line
+    assert not new.exists()
+
+
+@needs_data
+def test_resume_refuses_another_runs_metrics_file(trained, tmp_path):
+    ckpt, _ = trained
+    other = tmp_path / "other.jsonl"
+    assert run("train", "--epochs", "1", *TINY, "--seed", "5", "--metrics", str(other)).returncode == 0
+    before = snapshot(other)
+    r = run("train", "--epochs", "2", *TINY, "--resume", str(ckpt), "--metrics", str(other))
+    refused_before_training(r, "--metrics", "another run", "--force")
+    assert snapshot(other) == before
+    r = run("train", "--epochs", "2", *TINY, "--resume", str(ckpt), "--metrics", str(other),
+            "--force")
+    assert r.returncode == 0, r.stderr
+    assert [row["epoch"] for row in read_metrics(other)] == [1, 2]
+
+
+@needs_data
+def test_an_older_checkpoint_keeps_the_whole_lines_of_its_model_once(trained, tmp_path):
+    # A checkpoint from before metrics_jsonl, and the metrics file an older bnorm
+    # appended to: a duplicate, another model's line, a line torn by a crash.
+    ckpt, metrics = trained
+    meta, tensors = read_checkpoint(ckpt)
+    del meta["metrics_jsonl"]
+    old = tmp_path / "old.ckpt"
+    write_checkpoint(old, meta, tensors)
+    first = metrics.read_text()
+    metrics.write_text(first + first + first.replace('"lenet-bn"', '"mlp"') + first[:40] + "\n")
+    r = run("train", "--epochs", "2", *TINY, "--resume", str(old), "--metrics", str(metrics))
+    assert r.returncode == 0, r.stderr
+    assert [row["epoch"] for row in read_metrics(metrics)] == [1, 2]
+    assert metrics.read_text().startswith(first)
+    # With no line of epoch 1 at all, the run says so.
+    metrics.write_text("")
+    r = run("train", "--epochs", "2", *TINY, "--resume", str(old), "--metrics", str(metrics))
+    assert r.returncode == 0 and "epoch(s) 1" in r.stderr and "older bnorm" in r.stderr
+
+
+def test_batch_size_one_is_refused_before_the_data_is_read(tmp_path):
+    r = run("train", "--batch-size", "1", "--data", str(tmp_path / "nowhere"), "--no-progress")
+    line = one_line_error(r, 2)
+    assert "--batch-size 1" in line

@@ -9,10 +9,8 @@ loss, accuracies and test metrics must agree.
 """
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
@@ -24,7 +22,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 # The d2l models (with their Xavier init) and the IDX loader of the LeNet benchmark.
 from compare_lenet_torch import load_split, make_model as d2l_model  # noqa: E402
-from cli_helpers import BNORM, FASHION, read_checkpoint  # noqa: E402
+from cli_helpers import BNORM, FASHION, read_checkpoint, write_checkpoint  # noqa: E402
 pytestmark = [
     pytest.mark.skipif(not os.path.exists(BNORM), reason="build/bnorm not built"),
     pytest.mark.skipif(not os.path.exists(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz")),
@@ -39,33 +37,14 @@ def load(prefix, n):
     return x[:n], y[:n]
 
 
-# --- the checkpoint format of docs/training.md --------------------------------------
-
-def _string(s):
-    b = s.encode()
-    return struct.pack("<I", len(b)) + b
-
-
-def write_checkpoint(path, model_name, state):
+def write_torch_checkpoint(path, model_name, state):
     meta = {"format": "bnorm-trainer", "bnorm_version": "test", "model": model_name,
             "dtype": "float32", "epoch": "0", "seed": "0", "batch_size": str(BATCH),
             "lr": repr(LR), "momentum": "0", "weight_decay": "0"}
-    out = b"BNORMCKP" + struct.pack("<I", 1) + struct.pack("<I", len(meta))
-    for k in sorted(meta):
-        out += _string(k) + _string(meta[k])
-    out += struct.pack("<I", len(state))
-    for name, t in state.items():
-        if t.dtype == torch.int64:
-            dtype, data = 3, struct.pack("<q", int(t))
-            sizes = []
-        else:
-            dtype, data = 1, t.detach().numpy().astype("<f4").tobytes()
-            sizes = list(t.shape)
-        out += _string("model." + name) + struct.pack("<BB", dtype, len(sizes))
-        out += b"".join(struct.pack("<q", s) for s in sizes) + data
-    out += struct.pack("<I", zlib.crc32(out) & 0xFFFFFFFF)
-    with open(path, "wb") as f:
-        f.write(out)
+    tensors = {"model." + name: (np.array(int(t), dtype=np.int64) if t.dtype == torch.int64
+                                 else t.detach().numpy().astype(np.float32))
+               for name, t in state.items()}
+    write_checkpoint(path, meta, tensors)
 
 
 def torch_epoch(net, x, y, tx, ty, dtype):
@@ -96,7 +75,7 @@ def test_one_epoch_matches_pytorch(model, tmp_path):
     start = d2l_model(model)
     state0 = {k: v.clone() for k, v in start.state_dict().items()}
     ckpt, out_ckpt, metrics = tmp_path / "start.ckpt", tmp_path / "end.ckpt", tmp_path / "m.jsonl"
-    write_checkpoint(ckpt, model, state0)
+    write_torch_checkpoint(ckpt, model, state0)
     r = subprocess.run([BNORM, "train", "--resume", str(ckpt), "--epochs", "1", "--no-shuffle",
                         "--train-examples", str(N_TRAIN), "--test-examples", str(N_TEST),
                         "--threads", "2", "--no-progress", "--checkpoint", str(out_ckpt),

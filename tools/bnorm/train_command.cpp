@@ -80,16 +80,50 @@ std::string json_line(const std::string& model, const nn::EpochResult& r, const 
 // The metrics lines a resumed run starts from. Checkpoints keep every epoch's line
 // (kMetricsKey), so the metrics file is rebuilt from the checkpoint: after a crash
 // between saving the checkpoint and rewriting the metrics file, the epoch is there
-// exactly once. A checkpoint from before that (no kMetricsKey) keeps the lines of the
-// existing metrics file up to its epoch.
-std::string resumed_metrics(const nn::Checkpoint& c, const std::string& metrics_path, int epoch) {
-  if (const auto it = c.meta.find(kMetricsKey); it != c.meta.end()) return it->second;
-  std::ifstream in(metrics_path);
-  std::string kept, line;
-  while (std::getline(in, line)) {
-    const auto at = line.find("\"epoch\": ");
-    if (at != std::string::npos && std::atoi(line.c_str() + at + 9) <= epoch) kept += line + "\n";
+// exactly once. An existing --metrics file must agree with those lines as far as it
+// goes (it is this run's file, maybe behind or ahead of an older checkpoint), or it is
+// another run's and is replaced only with --force.
+// A checkpoint from an older bnorm (no kMetricsKey) keeps the existing file's whole
+// lines of this model up to its epoch, each epoch once, and says which are missing.
+std::string resumed_metrics(const nn::Checkpoint& c, const TrainArgs& a, const std::string& model,
+                            int epoch) {
+  std::vector<std::string> existing;
+  {
+    std::ifstream in(a.metrics.empty() ? std::string() : a.metrics);
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty()) existing.push_back(line);
+    }
   }
+  if (const auto it = c.meta.find(kMetricsKey); it != c.meta.end()) {
+    std::istringstream lines(it->second);
+    size_t i = 0;
+    for (std::string line; std::getline(lines, line) && i < existing.size(); ++i)
+      if (line != existing[i] && !a.force)
+        throw UsageError("--metrics " + a.metrics + ": line " + std::to_string(i + 1) +
+                         " is not the line the checkpoint " + a.resume +
+                         " has for that epoch, so the file is another run's; refusing to "
+                         "replace it (--force replaces it anyway)");
+    return it->second;
+  }
+  std::vector<bool> have(static_cast<size_t>(epoch) + 1, false);
+  std::string kept;
+  const std::string this_model = "{\"model\": \"" + model + "\", \"epoch\": ";
+  for (const std::string& line : existing) {
+    if (line.rfind(this_model, 0) != 0 || line.back() != '}') continue;  // torn, or not ours
+    const int e = std::atoi(line.c_str() + this_model.size());
+    if (e < 1 || e > epoch || have[static_cast<size_t>(e)]) continue;
+    have[static_cast<size_t>(e)] = true;
+    kept += line + "\n";
+  }
+  std::string missing;
+  for (int e = 1; e <= epoch; ++e)
+    if (!have[static_cast<size_t>(e)]) missing += (missing.empty() ? "" : ", ") + std::to_string(e);
+  if (!missing.empty() && !a.metrics.empty())
+    std::fprintf(stderr,
+                 "bnorm: warning: --metrics %s: no line for epoch(s) %s; the checkpoint %s "
+                 "comes from an older bnorm that did not keep them\n",
+                 a.metrics.c_str(), missing.c_str(), a.resume.c_str());
   return kept;
 }
 
@@ -150,26 +184,30 @@ void run_train(const TrainArgs& a) {
                      std::to_string(trainer.epochs_done()) + " epochs; --epochs " +
                      std::to_string(a.epochs) + " asks for no more");
 
-  const data::TrainTest data = load_data(a.data);
   const bool has_bn = options.model.size() > 3 && options.model.ends_with("-bn");
   if (has_bn && options.batch_size == 1)
     throw UsageError("--batch-size 1 with " + options.model +
                      ": batch norm needs more than one value per channel in a training batch "
                      "(use --batch-size 2 or more, or a model without -bn)");
+  // The metrics lines the run starts from, checked against an existing --metrics file
+  // before anything is trained or written.
+  std::string metrics_lines =
+      resumed ? resumed_metrics(*resumed, a, options.model, trainer.epochs_done()) : "";
+
+  const data::TrainTest data = load_data(a.data);
   if (has_bn && (data.train.count % options.batch_size == 1 || data.train.count == 1))
     throw UsageError("--batch-size " + std::to_string(options.batch_size) + " with " +
                      std::to_string(data.train.count) +
                      " training examples leaves a last batch of 1, and batch norm needs more "
                      "than one value per channel (change --batch-size or --train-examples)");
 
-  // Temporaries left by a killed run are removed; the files they were for are whole.
+  // Temporaries left by a killed run are removed (the files they were for are whole),
+  // never one of this run's own files, whatever its name.
   for (const std::string& out : {a.checkpoint, a.metrics})
-    if (!out.empty()) io::remove_stale_temporaries(out);
+    if (!out.empty()) io::remove_stale_temporaries(out, {a.resume, a.checkpoint, a.metrics});
   // Every epoch's metrics line so far. The checkpoint carries them and the metrics file
   // is rewritten whole from them, so each epoch is in it exactly once, whatever moment
   // a crash picked.
-  std::string metrics_lines =
-      resumed ? resumed_metrics(*resumed, a.metrics, trainer.epochs_done()) : "";
   if (!a.metrics.empty()) io::write_file_atomically(a.metrics, metrics_lines);
 
   std::printf("%s: %lld parameters; %lld train / %lld test examples; batch %lld, lr %g, "
@@ -182,6 +220,7 @@ void run_train(const TrainArgs& a) {
                       : "");
   std::fflush(stdout);
 
+  int saved_epoch = 0;  // the last epoch this run saved to --checkpoint
   ProgressBar bar(a.epochs, !a.no_progress && stderr_is_terminal());
   while (trainer.epochs_done() < a.epochs) {
     nn::EpochResult r;
@@ -191,10 +230,12 @@ void run_train(const TrainArgs& a) {
           a.population_stats);
     } catch (const nn::TrainingDiverged& e) {
       bar.clear();
+      // Name only a checkpoint that holds the last good epoch: one this run saved, or
+      // the one it resumed from (unchanged unless it was saved over).
       std::string kept = "nothing of epoch " + std::to_string(e.epoch) + " was saved";
-      if (!a.checkpoint.empty() && e.epoch > 1)
-        kept += "; " + a.checkpoint + " keeps epoch " + std::to_string(e.epoch - 1);
-      else if (resumed && e.epoch > 1)
+      if (saved_epoch > 0)
+        kept += "; " + a.checkpoint + " keeps epoch " + std::to_string(saved_epoch);
+      else if (resumed)
         kept += "; " + a.resume + " keeps epoch " + std::to_string(e.epoch - 1);
       throw std::runtime_error(std::string(e.what()) + "; stopped (" + kept +
                                "). Try a smaller --lr");
@@ -216,6 +257,7 @@ void run_train(const TrainArgs& a) {
       nn::Checkpoint c = trainer.to_checkpoint();
       c.meta[kMetricsKey] = metrics_lines;
       nn::write_checkpoint(a.checkpoint, c);
+      saved_epoch = r.epoch;
     }
     if (!a.metrics.empty()) io::write_file_atomically(a.metrics, metrics_lines);
   }

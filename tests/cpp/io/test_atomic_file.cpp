@@ -115,6 +115,11 @@ TEST_F(IoTest, StaleTemporariesOfDeadProcessesAreRemovedLiveOnesKept) {
   EXPECT_FALSE(fs::exists(dead));
   EXPECT_TRUE(fs::exists(live) && fs::exists(p + ".tmp.12ab") && fs::exists(path("other.ckpt.tmp.1")));
   EXPECT_EQ(read(p), "checkpoint");
+  // A file the run reads or writes is kept whatever its name, and so is a link to one.
+  write(dead, "the checkpoint to resume from");
+  fs::create_symlink(p, bnorm::io::temporary_path(p, 2147482));
+  EXPECT_EQ(bnorm::io::remove_stale_temporaries(p, {dead, p}), 0);
+  EXPECT_TRUE(fs::exists(dead) && fs::is_symlink(bnorm::io::temporary_path(p, 2147482)));
 }
 
 TEST_F(IoTest, OutputRulesByKind) {
