@@ -56,9 +56,19 @@
 extern "C" {
 #endif
 
-typedef enum { BNORM_CHANNELS_FIRST = 0, BNORM_CHANNELS_LAST = 1 } bnorm_layout;
+/* In C++ the enums name C's underlying type (GCC and clang: unsigned int) explicitly.
+   Then any value a C caller passes (layout 7, say) is a value of the type and is
+   rejected with an error; without it, loading 7 as a two-value C++ enum is undefined
+   behaviour before any check can run. The ABI is C's either way. */
+#ifdef __cplusplus
+#define BNORM_ENUM_BASE : unsigned int
+#else
+#define BNORM_ENUM_BASE
+#endif
 
-typedef enum {
+typedef enum BNORM_ENUM_BASE { BNORM_CHANNELS_FIRST = 0, BNORM_CHANNELS_LAST = 1 } bnorm_layout;
+
+typedef enum BNORM_ENUM_BASE {
   BNORM_SUCCESS = 0,
   BNORM_ERROR_NULL_POINTER = 1,    /* a required pointer argument was NULL */
   BNORM_ERROR_INVALID_SHAPE = 2,   /* a size < 1, a bad rank, or an unknown layout */
@@ -77,7 +87,7 @@ typedef enum {
    incremented. Needs num_batches_tracked, so only the _ex functions take it. */
 #define BNORM_MOMENTUM_CUMULATIVE (-1.0)
 
-typedef enum {
+typedef enum BNORM_ENUM_BASE {
   BNORM_RUNNING_VAR_UNBIASED = 0, /* var * m / (m - 1): PyTorch, cuDNN, the paper */
   BNORM_RUNNING_VAR_BIASED = 1    /* var: ONNX, Keras 3, d2l */
 } bnorm_running_var_estimator;
