@@ -1,24 +1,20 @@
-"""Files the benchmark scripts write arrive whole (as src/io/atomic_file.h does it in
-C++): the text goes to "<path>.tmp.<pid>", is fsynced, renamed over <path>, and the
-directory is fsynced. A crash leaves the old file or the new one, never half of one."""
+"""Files the project's Python scripts write arrive whole (as src/io/atomic_file.h does it
+in C++): the bytes go to "<path>.tmp.<pid>" (a stale file or a link planted at that name
+is removed first, never written through), are fsynced, renamed over <path>, and the
+directory is fsynced. A crash leaves the old file or the new one, never half of one.
+Used by the benchmark scripts and tools/experiment_report.py."""
 import os
 
 
-def open_temporary(path, mode="w"):
-    """A new "<path>.tmp.<pid>" (a stale one or a link planted at that name is removed
-    first, never written through); returns (its name, the open file)."""
-    tmp = f"{os.fspath(path)}.tmp.{os.getpid()}"
+def write_bytes_atomically(path, data):
+    path = os.fspath(path)
+    tmp = f"{path}.tmp.{os.getpid()}"
     if os.path.lexists(tmp):
         os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-    return tmp, os.fdopen(fd, mode)
-
-
-def install(tmp, f, path):
-    """Flushes, fsyncs and closes f, renames tmp over path, fsyncs the directory; on any
-    failure removes tmp and re-raises (the old file at path is intact)."""
     try:
-        with f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -34,11 +30,4 @@ def install(tmp, f, path):
 
 
 def write_text_atomically(path, text):
-    tmp, f = open_temporary(path)
-    try:
-        f.write(text)
-    except BaseException:
-        f.close()
-        os.unlink(tmp)
-        raise
-    install(tmp, f, path)
+    write_bytes_atomically(path, text.encode())

@@ -13,10 +13,14 @@ Exit status: 0 on success, 1 when --check fails, 2 on bad input (one-line messag
 naming the file and line).
 """
 import argparse
+import io
 import json
 import math
 import os
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from atomic_file import write_bytes_atomically  # noqa: E402
 
 REQUIRED_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds")
 
@@ -122,29 +126,10 @@ def plot(runs, path, title):
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    # The PNG arrives whole: written beside, fsynced, renamed, the directory fsynced.
-    # (O_EXCL | O_NOFOLLOW: never written through a link planted at the temporary's name)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, dpi=100, format="png")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    finally:
-        plt.close(fig)
-    fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    png = io.BytesIO()
+    fig.savefig(png, dpi=100, format="png")
+    plt.close(fig)
+    write_bytes_atomically(path, png.getvalue())  # arrives whole (bench/atomic_file.py)
 
 
 def check_plot_path(path, run_paths):
