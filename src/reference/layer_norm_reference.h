@@ -7,7 +7,7 @@
 // dbias (cols), one value per element of normalized_shape; mean, rstd (rows).
 // T is float or double; both are instantiated. Every output is the long-double result
 // rounded once to T. eps is used as given (ATen rounds it to T first: for float and
-// eps = 1e-5 that moves rstd by about 1e-8 of eps / (var + eps), below float's ulp).
+// eps = 1e-5 that moves rstd by about 1.3e-8 * eps / (var + eps) relative, below float's ulp).
 //
 // Optional pointers: weight == nullptr means 1, bias == nullptr means 0 (PyTorch's
 // elementwise_affine=False, bias=False); mean, rstd, dx, dweight, dbias == nullptr are

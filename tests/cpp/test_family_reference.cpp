@@ -366,7 +366,10 @@ TEST(GroupNormReference, OneGroupIsLayerNormWithTheWeightRepeatedOverSpatial) {
   const auto b = test::random_values<double>(c, 423);
   Vec w_ln(c * s), b_ln(c * s);
   for (int64_t ch = 0; ch < c; ++ch)
-    for (int64_t k = 0; k < s; ++k) w_ln[ch * s + k] = w[ch], b_ln[ch * s + k] = b[ch];
+    for (int64_t k = 0; k < s; ++k) {
+      w_ln[ch * s + k] = w[ch];
+      b_ln[ch * s + k] = b[ch];
+    }
   Vec y_gn(x.size()), y_ln(x.size()), mean_gn(n), mean_ln(n), rstd_gn(n), rstd_ln(n);
   reference::group_norm_forward(g, 1, x.data(), y_gn.data(), w.data(), b.data(), 1e-5,
                                 mean_gn.data(), rstd_gn.data());
@@ -384,7 +387,10 @@ TEST(GroupNormReference, OneGroupIsLayerNormWithTheWeightRepeatedOverSpatial) {
   EXPECT_LE(test::max_relative_error(dx_gn, dx_ln), 1e-14);
   Vec dw_summed(c, 0.0), db_summed(c, 0.0);
   for (int64_t ch = 0; ch < c; ++ch)
-    for (int64_t k = 0; k < s; ++k) dw_summed[ch] += dw_ln[ch * s + k], db_summed[ch] += db_ln[ch * s + k];
+    for (int64_t k = 0; k < s; ++k) {
+      dw_summed[ch] += dw_ln[ch * s + k];
+      db_summed[ch] += db_ln[ch * s + k];
+    }
   EXPECT_LE(test::max_relative_error(dw_gn, dw_summed), 1e-14);
   EXPECT_LE(test::max_relative_error(db_gn, db_summed), 1e-14);
 }
@@ -419,8 +425,10 @@ TEST(RmsNormReference, ZeroMeanRowsMatchLayerNormWithoutBias) {
   Vec x(rows * cols);
   const auto half = test::random_values<double>(rows * cols / 2, 440, 0.0, 2.0);
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < cols / 2; ++j)  // +-a pairs: the row sums to 0 exactly
-      x[r * cols + 2 * j] = half[r * cols / 2 + j], x[r * cols + 2 * j + 1] = -half[r * cols / 2 + j];
+    for (int64_t j = 0; j < cols / 2; ++j) {  // +-a pairs: the row sums to 0 exactly
+      x[r * cols + 2 * j] = half[r * cols / 2 + j];
+      x[r * cols + 2 * j + 1] = -half[r * cols / 2 + j];
+    }
   const auto w = test::random_values<double>(cols, 441, 1.0, 0.5);
   const auto dy = test::random_values<double>(rows * cols, 442);
   Vec y_ln(x.size()), y_rms(x.size()), mean(rows), rstd_ln(rows), rstd_rms(rows);
