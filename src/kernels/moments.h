@@ -1,5 +1,7 @@
-// One statistics helper for every normalization: (count, mean, M2) moments,
-// built from shifted sums and merged with Chan's formula.
+// The one statistics layer of every normalization: (count, mean, M2) moments, built
+// from shifted sums and merged with Chan's formula, and the sums a backward needs.
+// Batch, layer, group and instance norm, RMS norm and SyncBN all reduce to these; the
+// vector accumulators that fill them are in lanes.h.
 //
 // Why not E[x^2] - E[x]^2: it cancels catastrophically when |mean| >> std
 // (negative variances, NaN). Shifted sums S1 = sum(x - K), S2 = sum((x - K)^2) with
@@ -56,6 +58,27 @@ inline Moments merge(const Moments& a, const Moments& b) {
   const double delta = b.mean - a.mean;
   return Moments{count, a.mean + delta * (b.count / count),
                  a.m2 + b.m2 + delta * delta * (a.count * (b.count / count))};
+}
+
+// Shifted sums of some values: s1 = sum(x - K), s2 = sum((x - K)^2), K the shift.
+struct ShiftedSums {
+  double s1 = 0, s2 = 0;
+};
+
+// The sums a backward needs over some values, with xc = x - center (center given) and
+// dy the gradient of the output:
+//   dy_sum = sum(dy), dy_xc_sum = sum(dy * xc), xc_sum = sum(xc).
+struct BackwardSums {
+  double dy_sum = 0;
+  double dy_xc_sum = 0;
+  double xc_sum = 0;
+};
+
+// a + b, component by component; the unused (channel, chunk) arguments let it serve as
+// a fold (work_split.h).
+inline BackwardSums add_sums(const BackwardSums& a, const BackwardSums& b, int64_t = 0,
+                             int64_t = 0) {
+  return BackwardSums{a.dy_sum + b.dy_sum, a.dy_xc_sum + b.dy_xc_sum, a.xc_sum + b.xc_sum};
 }
 
 }  // namespace bnorm::kernels

@@ -8,7 +8,26 @@
 
 #include <cstdint>
 
+#include "kernels/simd.h"
+
 namespace bnorm::kernels {
+
+// Fused ReLU on the forward's output (oneDNN's fuse_norm_relu):
+//   y = z < 0 ? 0 : z   (z the affine map's value; NaN passes, as torch.relu)
+// and, when mask is not null, its bit mask.
+struct ReluOutput {
+  bool fused = false;
+  uint8_t* mask = nullptr;
+};
+
+// The ReLU's gate on a gradient (the backward of a fused BN+ReLU): gradient value i is
+// kept when !(y[i] <= 0), else 0, with y the fused forward's output, or when bit i of
+// its mask is set. Both null: no gate.
+template <class T>
+struct ReluGate {
+  const T* y = nullptr;
+  const uint8_t* mask = nullptr;
+};
 
 // ceil(count / 8), without the overflow of (count + 7) / 8 near INT64_MAX.
 inline int64_t relu_mask_bytes(int64_t count) { return count / 8 + (count % 8 != 0); }
@@ -24,5 +43,15 @@ void pack_relu_mask(const T* y, int64_t index, int64_t len, int64_t count, uint8
 // backward reads (a value is kept when !(out[j] <= 0), the same test as on y).
 template <class T>
 void expand_relu_mask(const uint8_t* mask, int64_t index, int64_t len, T* out);
+
+// The gate of values [index, index + len) (len <= kSubPiece): the forward's output, or
+// its mask expanded into tmp, or nullptr for none.
+template <class T>
+BNORM_INLINE const T* gate_run(const ReluGate<T>& gate, int64_t index, int64_t len, T* tmp) {
+  if (gate.y) return gate.y + index;
+  if (!gate.mask) return nullptr;
+  expand_relu_mask(gate.mask, index, len, tmp);
+  return tmp;
+}
 
 }  // namespace bnorm::kernels

@@ -3,12 +3,8 @@
 #include "kernels/streaming_store.h"
 
 #include <immintrin.h>
-#include <unistd.h>
 
-#include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <limits>
 
 namespace bnorm::kernels {
 namespace {
@@ -59,39 +55,9 @@ void stream_store_impl(const T* src, T* dst, int64_t len) {
   _mm_sfence();
 }
 
-int64_t last_level_cache_bytes() {
-  for (const int name : {_SC_LEVEL3_CACHE_SIZE, _SC_LEVEL2_CACHE_SIZE}) {
-    const long bytes = sysconf(name);
-    if (bytes > 0) return bytes;
-  }
-  return int64_t{32} << 20;
-}
-
-int64_t threshold_from_environment() {
-  const char* policy = std::getenv("BNORM_STREAMING_STORES");
-  if (policy && std::strcmp(policy, "always") == 0) return 0;
-  if (policy && std::strcmp(policy, "never") == 0) return std::numeric_limits<int64_t>::max();
-  return last_level_cache_bytes();
-}
-
-std::atomic<int64_t> override_threshold{-1};
-
 }  // namespace
 
 void stream_store(const float* src, float* dst, int64_t len) { stream_store_impl(src, dst, len); }
 void stream_store(const double* src, double* dst, int64_t len) { stream_store_impl(src, dst, len); }
-
-int64_t streaming_store_threshold() {
-  const int64_t forced = override_threshold.load(std::memory_order_relaxed);
-  if (forced >= 0) return forced;
-  static const int64_t from_environment = threshold_from_environment();
-  return from_environment;
-}
-
-bool use_streaming_stores(int64_t bytes) { return bytes > streaming_store_threshold(); }
-
-void override_streaming_policy(int64_t threshold_bytes) {
-  override_threshold.store(threshold_bytes < 0 ? -1 : threshold_bytes, std::memory_order_relaxed);
-}
 
 }  // namespace bnorm::kernels

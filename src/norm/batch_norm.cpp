@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "kernels/batch_norm_kernels.h"
+#include "kernels/batch_norm.h"
 #include "kernels/relu_mask.h"
 #include "norm/overlap.h"
 

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <span>
 
-#include "kernels/batch_norm_kernels.h"
+#include "kernels/batch_norm.h"
 
 namespace bnorm::norm {
 

@@ -8,10 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "kernels/batch_norm_kernels.h"
-#include "kernels/cache_blocking.h"
+#include "kernels/batch_norm.h"
+#include "kernels/policy.h"
 #include "kernels/isa.h"
-#include "kernels/streaming_store.h"
 #include "norm/batch_norm.h"
 
 namespace bnorm::norm {

@@ -1,4 +1,4 @@
-// Fused channels-first passes (kernels/cache_blocking.h): run channel by channel, each
+// Fused channels-first passes (kernels/policy.h): run channel by channel, each
 // channel reduced and then normalized while in cache, they must give the same bits as
 // the separate passes — every pass, fused ReLU (mask and y gates), in place, misaligned
 // outputs, pieces of long rows, float and double, 1 and 2 threads — and must really run
@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "all_passes.h"
-#include "kernels/batch_norm_kernels.h"
-#include "kernels/cache_blocking.h"
+#include "kernels/batch_norm.h"
+#include "kernels/policy.h"
 
 namespace bnorm::test {
 namespace {

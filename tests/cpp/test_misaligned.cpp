@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/streaming_store.h"
+#include "kernels/policy.h"
 #include "test_support.h"
 
 namespace bnorm {

@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/cache_blocking.h"
+#include "kernels/policy.h"
 #include "reference/batch_norm_reference.h"
 #include "test_support.h"
 

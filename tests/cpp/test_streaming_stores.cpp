@@ -11,6 +11,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/policy.h"
 #include "kernels/streaming_store.h"
 #include "all_passes.h"
 

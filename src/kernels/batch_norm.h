@@ -1,74 +1,21 @@
-// Fast CPU kernels for batch norm. Sizes are already validated by the front-end
-// (src/norm/); kernels only assert.
+// Batch norm's kernel driver: per-channel statistics over (N, *) of (N, C, *) data, and
+// the elementwise passes, on the microkernels of reduce.h and affine.h. Sizes are
+// already validated by the front-end (src/norm/); kernels only assert.
 //
 // Every reduction is split into chunks whose boundaries depend on the shape alone,
 // each chunk is summed in a fixed order, and the chunks are merged in a fixed order:
-// results are bitwise identical whatever the thread count.
-//
-// Float precision at large offsets: the normalize step computes
-//   y = ((x - mean_hi) - mean_lo) * scale + shift
-// with mean = mean_hi + mean_lo split into two values of T. x - mean_hi is exact
-// (Sterbenz) when x is near the mean, so no digit of x - mean is lost to the
-// magnitude of the mean, unlike the folded form x * a + (b - mean * a).
+// results are bitwise identical whatever the thread count (work_split.h).
 #pragma once
 
 #include <cstdint>
 
+#include "kernels/affine.h"
+#include "kernels/geometry.h"
 #include "kernels/moments.h"
+#include "kernels/policy.h"
+#include "kernels/relu_mask.h"
 
 namespace bnorm::kernels {
-
-// The flat view of a (validated) batch-norm problem.
-//   channels_last = false: x[(i * c + ch) * spatial + s]  (N, C, spatial)
-//   channels_last = true:  x[(i * spatial + s) * c + ch]  (N, spatial, C)
-struct Geometry {
-  int64_t n = 0;
-  int64_t c = 0;
-  int64_t spatial = 0;
-  bool channels_last = false;
-
-  int64_t per_channel() const { return n * spatial; }  // m
-};
-
-// Per-channel affine map applied elementwise (all arrays hold c values):
-//   out = ((in - center_hi) - center_lo) * scale + shift
-template <class T>
-struct ChannelAffine {
-  const T* center_hi;
-  const T* center_lo;
-  const T* scale;
-  const T* shift;
-};
-
-// Per-channel sums the backward needs, with xc = x - center (center given per channel):
-//   dy_sum = sum(dy), dy_xc_sum = sum(dy * xc), xc_sum = sum(xc).
-struct BackwardSums {
-  double dy_sum = 0;
-  double dy_xc_sum = 0;
-  double xc_sum = 0;
-};
-
-// Fused ReLU on the forward's output (oneDNN's fuse_norm_relu):
-//   y = z < 0 ? 0 : z   (z the affine map's value; NaN passes, as torch.relu)
-// and, when mask is not null, its bit mask (layout in relu_mask.h).
-struct ReluOutput {
-  bool fused = false;
-  uint8_t* mask = nullptr;
-};
-
-// The ReLU's gate on a gradient (the backward of a fused BN+ReLU): gradient value i is
-// kept when !(y[i] <= 0), else 0, with y the fused forward's output, or when bit i of
-// its mask is set. Both null: no gate.
-template <class T>
-struct ReluGate {
-  const T* y = nullptr;
-  const uint8_t* mask = nullptr;
-};
-
-// Below this many values a kernel runs on one thread: 2^15, or 2^19 when waiting OpenMP
-// threads sleep (OMP_WAIT_POLICY=passive, read once), as waking one costs as long as a
-// thread needs for half a million values.
-int64_t min_parallel_values();
 
 // moments[ch] = moments of channel ch's m values. threads >= 1.
 template <class T>
@@ -88,19 +35,11 @@ void batch_norm_backward_sums(const Geometry& g, const T* x, const T* dy, const 
 
 // dx = gate(dy) * k + ((x - center_hi) - center_lo) * q + r per channel; dx may equal dy.
 template <class T>
-struct BackwardAffine {
-  const T* center_hi;
-  const T* center_lo;
-  const T* k;
-  const T* q;
-  const T* r;
-};
-template <class T>
 void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx,
                                const BackwardAffine<T>& affine, int threads,
                                const ReluGate<T>& gate = {});
 
-// ---- fused channels-first passes (cache_blocking.h) --------------------------------
+// ---- fused channels-first passes (policy.h, fused_slice_budget) ----------------------
 // Each thread takes whole channels; per channel it reduces the slice, asks `coefficients`
 // for the channel's elementwise map, and applies it while the slice is still in L2.
 // Chunks, their order and the formulas are those of the separate passes above, so the
@@ -109,19 +48,10 @@ void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx
 // keep the threads busy and slices within fused_slice_budget(); otherwise they return
 // false having done nothing, and the caller runs the separate passes.
 
-// One channel's elementwise maps (the per-channel values of ChannelAffine and
-// BackwardAffine).
-template <class T>
-struct AffineCoefficients {
-  T hi, lo, scale, shift;
-};
-template <class T>
-struct BackwardCoefficients {
-  T hi, lo, k, q, r;
-};
-
-// The caller's per-channel step between reduction and elementwise pass, called once per
-// channel on the thread that owns it (so it may write per-channel outputs).
+// The extension point between reduction and elementwise pass: the caller's per-channel
+// step, called once per channel on the thread that owns it (so it may write per-channel
+// outputs: saved statistics, running statistics). Batch norm computes its scale and
+// shift here; Batch Renorm, frozen statistics and SyncBN's collective plug in here too.
 template <class T>
 struct ForwardCoefficientsFn {
   void* context;
