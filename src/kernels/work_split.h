@@ -33,20 +33,36 @@ const Partial* channels_first_partials(const Geometry& g, const ChannelsFirstChu
   return partial;
 }
 
-// Reduction over row chunks and channel blocks, in parallel: block_fn(chunk, c0, c1, out)
-// writes the partials of channels [c0, c1) over the chunk's rows to
-// out = partial + chunk * c + c0.
+// Reduction over row chunks and channel blocks of `samples` independent row sets (one
+// per sample: group and instance norm's channels-last statistics; batch norm has one),
+// in parallel: block_fn(sample, chunk, c0, c1, out) writes the partials of channels
+// [c0, c1) over the chunk's rows of that sample to
+// out = partial + (sample * plan.count + chunk) * c + c0.
+template <class Partial, class BlockFn>
+const Partial* sample_row_partials(int64_t samples, int64_t c, const RowChunks& plan, int nt,
+                                   BlockFn&& block_fn) {
+  Partial* partial = thread_scratch<Partial>(samples * plan.count * c);
+  const int64_t per_sample = plan.count * plan.column_blocks;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  for (int64_t item = 0; item < samples * per_sample; ++item) {
+    const int64_t sample = item / per_sample;
+    const int64_t chunk = item % per_sample / plan.column_blocks;
+    const int64_t c0 = (item % plan.column_blocks) * kColumnBlock;
+    block_fn(sample, chunk, c0, std::min(c, c0 + kColumnBlock),
+             partial + (sample * plan.count + chunk) * c + c0);
+  }
+  return partial;
+}
+
+// The same for one row set: block_fn(chunk, c0, c1, out), out = partial + chunk * c + c0.
 template <class Partial, class BlockFn>
 const Partial* row_partials(const Geometry& g, const RowChunks& plan, int nt,
                             BlockFn&& block_fn) {
-  Partial* partial = thread_scratch<Partial>(plan.count * g.c);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int64_t item = 0; item < plan.count * plan.column_blocks; ++item) {
-    const int64_t chunk = item / plan.column_blocks;
-    const int64_t c0 = (item % plan.column_blocks) * kColumnBlock;
-    block_fn(chunk, c0, std::min(g.c, c0 + kColumnBlock), partial + chunk * g.c + c0);
-  }
-  return partial;
+  return sample_row_partials<Partial>(
+      1, g.c, plan, nt,
+      [&](int64_t, int64_t chunk, int64_t c0, int64_t c1, Partial* out) BNORM_INLINE_LAMBDA {
+        block_fn(chunk, c0, c1, out);
+      });
 }
 
 // out[ch] = fold(... fold(fold(Result{}, p(ch, 0)), p(ch, 1)) ..., p(ch, chunks - 1)),

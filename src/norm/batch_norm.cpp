@@ -3,7 +3,6 @@
 #include <cmath>
 #include <limits>
 #include <new>
-#include <sstream>
 #include <string>
 #include <algorithm>
 #include <vector>
@@ -11,6 +10,7 @@
 #include "kernels/batch_norm.h"
 #include "kernels/relu_mask.h"
 #include "norm/overlap.h"
+#include "norm/validation.h"
 
 namespace bnorm::norm {
 namespace {
@@ -19,44 +19,6 @@ using kernels::BackwardSums;
 using kernels::Geometry;
 using kernels::Moments;
 
-[[noreturn]] void fail(bnorm_status status, const char* op, const std::string& message) {
-  throw Error(status, std::string(op) + ": " + message);
-}
-
-template <class V>
-std::string str(V value) {
-  std::ostringstream out;
-  out.precision(17);
-  out << value;
-  return out.str();
-}
-
-void require(const void* pointer, const char* op, const char* name) {
-  if (pointer == nullptr) fail(BNORM_ERROR_NULL_POINTER, op, std::string(name) + " must not be NULL");
-}
-
-Geometry check_problem(const char* op, const Problem& p) {
-  if (p.layout != BNORM_CHANNELS_FIRST && p.layout != BNORM_CHANNELS_LAST)
-    fail(BNORM_ERROR_INVALID_SHAPE, op,
-         "layout must be BNORM_CHANNELS_FIRST (0) or BNORM_CHANNELS_LAST (1), got " +
-             str(static_cast<int>(p.layout)));
-  const std::pair<const char*, int64_t> sizes[] = {{"n", p.n}, {"c", p.c}, {"spatial", p.spatial}};
-  for (const auto& [name, value] : sizes)
-    if (value < 1)
-      fail(BNORM_ERROR_INVALID_SHAPE, op,
-           std::string(name) + " must be >= 1 (no zero-size dims), got " + str(value));
-  int64_t total = 0;
-  if (__builtin_mul_overflow(p.n, p.c, &total) || __builtin_mul_overflow(total, p.spatial, &total))
-    fail(BNORM_ERROR_SIZE_OVERFLOW, op,
-         "n * c * spatial = " + str(p.n) + " * " + str(p.c) + " * " + str(p.spatial) +
-             " overflows int64_t");
-  return Geometry{p.n, p.c, p.spatial, p.layout == BNORM_CHANNELS_LAST};
-}
-
-void check_eps(const char* op, double eps) {
-  if (!std::isfinite(eps) || eps < 0)
-    fail(BNORM_ERROR_INVALID_VALUE, op, "eps must be finite and >= 0, got " + str(eps));
-}
 
 void check_training_values(const char* op, const Geometry& g) {
   if (g.per_channel() <= 1)
@@ -115,23 +77,6 @@ Buffer relu_mask_buffer(const uint8_t* mask, const Geometry& g, bool written) {
 // var stays NaN. (Inference keeps 1 / sqrt(running_var + eps), Inf there, as PyTorch.)
 double batch_invstd(double var, double eps) {
   return var == 0 && eps == 0 ? 0.0 : 1.0 / std::sqrt(var + eps);
-}
-
-template <class T>
-double value_or(const T* values, int64_t ch, double fallback) {
-  return values ? static_cast<double>(values[ch]) : fallback;
-}
-
-// Per-call scratch, per thread, that only grows: after the first call of a given
-// channel count the front-end allocates nothing (a training loop counts on that). It
-// is sized before anything is written, so an allocation failure, too, leaves every
-// output untouched. Tag keeps arrays of the same element type apart.
-template <class Tag, class U>
-U* scratch(size_t count) {
-  thread_local std::vector<U> buffer;
-  if (buffer.size() < count) buffer.resize(count);
-  std::fill_n(buffer.data(), count, U{});
-  return buffer.data();
 }
 
 // Per-channel coefficient arrays. A channel count too large to allocate (c * arrays
@@ -216,6 +161,24 @@ struct SumsTag {};
 struct InvstdTag {};
 
 }  // namespace
+
+kernels::Geometry check_problem(const char* op, const Problem& p) {
+  if (p.layout != BNORM_CHANNELS_FIRST && p.layout != BNORM_CHANNELS_LAST)
+    fail(BNORM_ERROR_INVALID_SHAPE, op,
+         "layout must be BNORM_CHANNELS_FIRST (0) or BNORM_CHANNELS_LAST (1), got " +
+             str(static_cast<int>(p.layout)));
+  const std::pair<const char*, int64_t> sizes[] = {{"n", p.n}, {"c", p.c}, {"spatial", p.spatial}};
+  for (const auto& [name, value] : sizes)
+    if (value < 1)
+      fail(BNORM_ERROR_INVALID_SHAPE, op,
+           std::string(name) + " must be >= 1 (no zero-size dims), got " + str(value));
+  int64_t total = 0;
+  if (__builtin_mul_overflow(p.n, p.c, &total) || __builtin_mul_overflow(total, p.spatial, &total))
+    fail(BNORM_ERROR_SIZE_OVERFLOW, op,
+         "n * c * spatial = " + str(p.n) + " * " + str(p.c) + " * " + str(p.spatial) +
+             " overflows int64_t");
+  return Geometry{p.n, p.c, p.spatial, p.layout == BNORM_CHANNELS_LAST};
+}
 
 Problem problem_from_sizes(const char* op, const char* name, std::span<const int64_t> sizes,
                            Layout layout) {

@@ -26,6 +26,10 @@ struct Problem {
 Problem problem_from_sizes(const char* op, const char* name, std::span<const int64_t> sizes,
                            Layout layout);
 
+// The kernels' view of a problem, after checking the layout, sizes >= 1 and that
+// n * c * spatial fits in int64_t (every front-end with (N, C, *) input uses it).
+kernels::Geometry check_problem(const char* op, const Problem& p);
+
 // Fused BN+ReLU (kernels::ReluOutput, kernels::ReluGate): the forwards write
 // max(bn(x), 0) and, when relu.mask is not null, its bit mask; the backwards take dy as
 // the gradient of that output, gated by the forward's output or its mask. A fused
