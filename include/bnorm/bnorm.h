@@ -242,6 +242,86 @@ bnorm_status bnorm_batch_norm_relu_backward_inference_f64(
     const double *weight, const double *running_mean, const double *running_var, double eps,
     double *dweight, double *dbias);
 
+/* ---- group norm and instance norm ----------------------------------------------------
+   x is (N, C, *spatial) given as for batch norm (layout, n, c, spatial). Group norm's
+   `groups` (>= 1) divides c; its statistics are per (sample, group) over the group's
+   c / groups channels x spatial values, with the biased variance:
+     y = (x - mean) / sqrt(var + eps) * weight[ch] + bias[ch]
+   weight, bias: c values or NULL (1 and 0). save_mean, save_rstd: n * groups values at
+   n * groups + g, rstd = 1 / sqrt(var + eps); NULL: not saved (the backward needs them).
+   eps must be > 0. Instance norm is group norm with groups = c (statistics per sample and
+   channel, over spatial); in training it can update running statistics as PyTorch:
+     running_mean = (1 - momentum) * running_mean + momentum * (mean over n of the means)
+     running_var  = (1 - momentum) * running_var + momentum * (mean over n of the
+                    unbiased variances)
+   (NULL: not updated); with running statistics and use_input_stats = False it is a
+   per-channel map, the _inference functions. y may equal x, dx may equal dy; any other
+   overlap is BNORM_ERROR_OVERLAP. docs/normalizations.md has the formulas. */
+
+bnorm_status bnorm_group_norm_forward_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, int64_t groups,
+    const float *x, float *y, const float *weight, const float *bias, double eps,
+    float *save_mean, float *save_rstd);
+
+/* dx, dweight, dbias: NULL means not computed. */
+bnorm_status bnorm_group_norm_backward_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, int64_t groups,
+    const float *x, const float *dy, float *dx, const float *weight,
+    const float *save_mean, const float *save_rstd, float *dweight, float *dbias);
+
+/* spatial must be > 1 (PyTorch: more than one spatial element when training);
+   momentum in [0, 1]. save_mean, save_rstd: n * c values. */
+bnorm_status bnorm_instance_norm_forward_training_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, float *y, const float *weight, const float *bias, double eps, double momentum,
+    float *running_mean, float *running_var, float *save_mean, float *save_rstd);
+
+bnorm_status bnorm_instance_norm_forward_inference_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, float *y, const float *weight, const float *bias,
+    const float *running_mean, const float *running_var, double eps);
+
+bnorm_status bnorm_instance_norm_backward_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, const float *dy, float *dx, const float *weight,
+    const float *save_mean, const float *save_rstd, float *dweight, float *dbias);
+
+bnorm_status bnorm_instance_norm_backward_inference_f32(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const float *x, const float *dy, float *dx, const float *weight,
+    const float *running_mean, const float *running_var, double eps, float *dweight, float *dbias);
+
+/* float64: the same functions over double. */
+bnorm_status bnorm_group_norm_forward_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, int64_t groups,
+    const double *x, double *y, const double *weight, const double *bias, double eps,
+    double *save_mean, double *save_rstd);
+
+bnorm_status bnorm_group_norm_backward_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial, int64_t groups,
+    const double *x, const double *dy, double *dx, const double *weight,
+    const double *save_mean, const double *save_rstd, double *dweight, double *dbias);
+
+bnorm_status bnorm_instance_norm_forward_training_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, double *y, const double *weight, const double *bias, double eps, double momentum,
+    double *running_mean, double *running_var, double *save_mean, double *save_rstd);
+
+bnorm_status bnorm_instance_norm_forward_inference_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, double *y, const double *weight, const double *bias,
+    const double *running_mean, const double *running_var, double eps);
+
+bnorm_status bnorm_instance_norm_backward_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, const double *dy, double *dx, const double *weight,
+    const double *save_mean, const double *save_rstd, double *dweight, double *dbias);
+
+bnorm_status bnorm_instance_norm_backward_inference_f64(
+    bnorm_layout layout, int64_t n, int64_t c, int64_t spatial,
+    const double *x, const double *dy, double *dx, const double *weight,
+    const double *running_mean, const double *running_var, double eps, double *dweight, double *dbias);
+
 /* ---- errors, threads, version ---------------------------------------------------- */
 
 /* Message of this thread's last failure ("" if none yet). Valid until the next

@@ -7,44 +7,12 @@
 #include <string>
 
 #include "kernels/relu_mask.h"
+#include "api/guarded.h"
 #include "norm/batch_norm.h"
 
 namespace {
 
-thread_local std::string last_error;
-
-// Keeping the message may itself run out of memory: then the message is cut to empty
-// rather than letting an exception escape into C.
-void set_last_error(const char* op, const char* what, const char* detail = "") noexcept {
-  try {
-    last_error = std::string(op) + what + detail;
-  } catch (...) {
-    last_error.clear();
-  }
-}
-
-template <class F>
-bnorm_status guarded(const char* op, F&& body) noexcept {
-  try {
-    body();
-    return BNORM_SUCCESS;
-  } catch (const bnorm::Error& e) {
-    set_last_error("", e.what());
-    return e.status();
-  } catch (const std::bad_alloc&) {
-    set_last_error(op, ": out of memory allocating scratch space");
-    return BNORM_ERROR_OUT_OF_MEMORY;
-  } catch (const std::length_error&) {
-    set_last_error(op, ": out of memory (size too large)");
-    return BNORM_ERROR_OUT_OF_MEMORY;
-  } catch (const std::exception& e) {
-    set_last_error(op, ": internal error: ", e.what());
-    return BNORM_ERROR_INTERNAL;
-  } catch (...) {
-    set_last_error(op, ": internal error");
-    return BNORM_ERROR_INTERNAL;
-  }
-}
+using bnorm::api::guarded;
 
 // PyTorch/cuDNN defaults for the plain (non-_ex) training forward.
 bnorm_running_stats_update plain_update(double momentum) {
@@ -169,6 +137,18 @@ extern "C" int64_t bnorm_relu_mask_bytes(int64_t n, int64_t c, int64_t spatial) 
       __builtin_mul_overflow(count, spatial, &count))
     return -1;
   return bnorm::kernels::relu_mask_bytes(count);
+}
+
+namespace {
+thread_local std::string last_error;
+}  // namespace
+
+void bnorm::api::set_last_error(const char* op, const char* what, const char* detail) noexcept {
+  try {
+    last_error = std::string(op) + what + detail;
+  } catch (...) {
+    last_error.clear();
+  }
 }
 
 extern "C" const char* bnorm_last_error(void) { return last_error.c_str(); }
