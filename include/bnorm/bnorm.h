@@ -322,6 +322,47 @@ bnorm_status bnorm_instance_norm_backward_inference_f64(
     const double *x, const double *dy, double *dx, const double *weight,
     const double *running_mean, const double *running_var, double eps, double *dweight, double *dbias);
 
+/* ---- layer norm and RMS norm ---------------------------------------------------------
+   x is viewed as (rows, cols): cols = the product of normalized_shape (the trailing dims
+   normalized together), rows = everything before them; row-major, contiguous.
+   weight, bias, dweight, dbias: cols values (NULL: weight 1, bias 0, not computed);
+   save_mean, save_rstd: rows values (NULL in the forwards: not saved; the backwards need
+   them). rows, cols >= 1; eps > 0 (RMS norm: PyTorch's eps=None is the dtype's machine
+   epsilon, FLT_EPSILON or DBL_EPSILON). y may equal x, dx may equal dy.
+   Layer norm, per row: y = (x - mean) / sqrt(var + eps) * weight[j] + bias[j] (biased var).
+   RMS norm, per row:   y = x / sqrt(mean(x^2) + eps) * weight[j].
+   docs/normalizations.md has the backward formulas. */
+
+bnorm_status bnorm_layer_norm_forward_f32(
+    int64_t rows, int64_t cols, const float *x, float *y, const float *weight, const float *bias,
+    double eps, float *save_mean, float *save_rstd);
+
+bnorm_status bnorm_layer_norm_backward_f32(
+    int64_t rows, int64_t cols, const float *x, const float *dy, float *dx, const float *weight,
+    const float *save_mean, const float *save_rstd, float *dweight, float *dbias);
+
+bnorm_status bnorm_rms_norm_forward_f32(
+    int64_t rows, int64_t cols, const float *x, float *y, const float *weight, double eps, float *save_rstd);
+
+bnorm_status bnorm_rms_norm_backward_f32(
+    int64_t rows, int64_t cols, const float *x, const float *dy, float *dx, const float *weight,
+    const float *save_rstd, float *dweight);
+
+bnorm_status bnorm_layer_norm_forward_f64(
+    int64_t rows, int64_t cols, const double *x, double *y, const double *weight, const double *bias,
+    double eps, double *save_mean, double *save_rstd);
+
+bnorm_status bnorm_layer_norm_backward_f64(
+    int64_t rows, int64_t cols, const double *x, const double *dy, double *dx, const double *weight,
+    const double *save_mean, const double *save_rstd, double *dweight, double *dbias);
+
+bnorm_status bnorm_rms_norm_forward_f64(
+    int64_t rows, int64_t cols, const double *x, double *y, const double *weight, double eps, double *save_rstd);
+
+bnorm_status bnorm_rms_norm_backward_f64(
+    int64_t rows, int64_t cols, const double *x, const double *dy, double *dx, const double *weight,
+    const double *save_rstd, double *dweight);
+
 /* ---- errors, threads, version ---------------------------------------------------- */
 
 /* Message of this thread's last failure ("" if none yet). Valid until the next
