@@ -6,39 +6,14 @@
 #include <string>
 
 #include "api/allocation_errors.h"
+#include "api/tensor_checks.h"
 #include "norm/batch_norm.h"
 
 namespace bnorm {
 namespace {
 
-std::string describe(const std::vector<int64_t>& sizes, Layout layout) {
-  std::ostringstream out;
-  out << '[';
-  for (size_t d = 0; d < sizes.size(); ++d) out << (d ? ", " : "") << sizes[d];
-  out << "] " << (layout == Layout::channels_last ? "channels_last" : "channels_first");
-  return out.str();
-}
-
-template <class A, class B>
-void check_same_shape(const char* op, const char* name, const TensorView<A>& t,
-                      const TensorView<B>& x) {
-  if (t.sizes != x.sizes || t.layout != x.layout)
-    throw Error(BNORM_ERROR_SHAPE_MISMATCH, std::string(op) + ": " + name + " is " +
-                                                describe(t.sizes, t.layout) + ", expected x's " +
-                                                describe(x.sizes, x.layout));
-}
-
-// nullptr for an empty span ("not given"), else the data after checking its length.
-template <class T>
-T* per_channel(const char* op, const char* name, std::span<T> values, int64_t channels) {
-  if (values.empty()) return nullptr;
-  if (static_cast<int64_t>(values.size()) != channels)
-    throw Error(BNORM_ERROR_SHAPE_MISMATCH, std::string(op) + ": " + name + " has " +
-                                                std::to_string(values.size()) +
-                                                " values, expected " + std::to_string(channels) +
-                                                " (one per channel)");
-  return values.data();
-}
+using api::check_same_shape;
+using api::per_channel;
 
 template <class T>
 norm::Problem problem_of(const char* op, const TensorView<const T>& x) {
