@@ -10,6 +10,11 @@ same run:
 (channels-last statistics need a full pass before the normalize pass). A cell without
 any peer figure is judged against the copy alone.
 
+The family (layer, group, instance and RMS norm; issue 10, "Speed") has one copy share
+for every layout and pass: the lower of 1.5x the faster peer and 80% of the copy (80%
+of the copy where no peer has the operation: RMS norm, oneDNN's group norm). A row
+without "norm" (tables written before the family came) is batch norm.
+
     bench/kernel_targets.py table.json [more.json ...] [--before old.json [...]]
 
 With several tables (runs of the same cells) each figure is the median over the runs.
@@ -31,10 +36,27 @@ COPY_SHARE = {
     ("channels_last", "backward"): 0.55,
 }
 PEER_FACTOR = 1.5
+FAMILY = ("layer", "group", "instance", "rms")
+FAMILY_COPY_SHARE = 0.80
+FAMILY_LAYOUTS = {"layer": ("rows",), "rms": ("rows",),
+                  "group": ("channels_first", "channels_last"),
+                  "instance": ("channels_first", "channels_last")}
+FAMILY_PASSES = ("forward_train", "backward")
+
+
+def norm_of(row):
+    return row.get("norm", "batch")
 
 
 def cell_key(row):
-    return (row["threads"], tuple(row["shape"]), row["layout"], row["pass"])
+    return (norm_of(row), row.get("groups"), row["threads"], tuple(row["shape"]),
+            row["layout"], row["pass"])
+
+
+def norm_label(row):
+    """The table's norm column: "group:G" for group norm, else the name."""
+    norm = norm_of(row)
+    return f"group:{row.get('groups')}" if norm == "group" else norm
 
 
 class TableError(Exception):
@@ -52,8 +74,16 @@ def load_rows(path):
             missing = [k for k in REQUIRED if k not in row]
             if missing:
                 raise TableError(f"{path}: a row lacks {', '.join(missing)}")
-            if (row["layout"], row["pass"]) not in COPY_SHARE:
-                raise TableError(f"{path}: unknown layout/pass {row['layout']}/{row['pass']}")
+            norm = norm_of(row)
+            if norm == "batch":
+                if (row["layout"], row["pass"]) not in COPY_SHARE:
+                    raise TableError(
+                        f"{path}: unknown layout/pass {row['layout']}/{row['pass']}")
+            elif norm not in FAMILY:
+                raise TableError(f"{path}: unknown norm {norm!r}")
+            elif row["layout"] not in FAMILY_LAYOUTS[norm] or row["pass"] not in FAMILY_PASSES:
+                raise TableError(f"{path}: unknown layout/pass {row['layout']}/{row['pass']}"
+                                 f" for {norm} norm")
         return rows
     except OSError as e:
         raise TableError(f"{path}: {e.strerror}") from e
@@ -83,7 +113,10 @@ def median_rows(runs):
 
 def target(row):
     """(target GB/s, what sets it) for one row of the table's JSON."""
-    share = COPY_SHARE[(row["layout"], row["pass"])]
+    if norm_of(row) == "batch":
+        share = COPY_SHARE[(row["layout"], row["pass"])]
+    else:
+        share = FAMILY_COPY_SHARE
     candidates = [(share * row["copy"], f"{share:.0%} copy")]
     peers = [row[p] for p in ("aten", "onednn") if row.get(p) is not None]
     if peers:
@@ -108,14 +141,18 @@ def main(argv=None):
         print(f"kernel_targets.py: error: {e}", file=sys.stderr)
         return 2
     met = 0
-    print(f"{'thr':>3} {'shape':18} {'layout':14} {'pass':14} {'bnorm':>7} {'target':>7} "
+    # As the kernel table: a norm column only when the family is there.
+    family = any(norm_of(row) != "batch" for row in rows)
+    print((f"{'norm':11} " if family else "") +
+          f"{'thr':>3} {'shape':18} {'layout':14} {'pass':14} {'bnorm':>7} {'target':>7} "
           f"{'set by':>10} {'ratio':>6}" + (f" {'before':>7} {'now/bef':>7}" if before else ""))
     for row in rows:
         goal, why = target(row)
         ratio = row["bnorm"] / goal
         met += ratio >= 1
         shape = "(" + ",".join(str(d) for d in row["shape"]) + ")"
-        line = (f"{row['threads']:>3} {shape:18} {row['layout']:14} {row['pass']:14} "
+        line = ((f"{norm_label(row):11} " if family else "") +
+                f"{row['threads']:>3} {shape:18} {row['layout']:14} {row['pass']:14} "
                 f"{row['bnorm']:7.2f} {goal:7.2f} {why:>10} {ratio:6.2f}")
         if before:
             old = before.get(cell_key(row))

@@ -78,19 +78,23 @@ double median_seconds(Peer &peer, Pass pass, const TableOptions &options) {
   return per_call[per_call.size() / 2];
 }
 
-// GB/s of each pass of one peer for one case; kNone where it failed, and everywhere
-// for a peer that is not there.
-std::vector<double> measure(Peer *peer, const Shape &shape, Layout layout, int threads,
+// GB/s of each pass of one peer for one problem; kNone where it failed, and
+// everywhere for a peer that is not there or has no such operation.
+std::vector<double> measure(Peer *peer, const Problem &problem, Layout layout, int threads,
                             const std::vector<Pass> &passes, const TableOptions &options) {
   std::vector<double> gbps(passes.size(), kNone);
-  if (!peer) return gbps;
+  if (!peer || !peer->supports(problem.norm, layout)) return gbps;
+  const Shape &shape = problem.shape;
   const double tensor_bytes = static_cast<double>(shape.numel()) * sizeof(float);
+  const auto where = [&] {
+    return "  " + peer->name() + " " + norm_name(problem.norm) + " " + shape.str() + " " +
+           layout_name(layout);
+  };
   try {
     peer->set_threads(threads);
-    peer->setup(shape, layout);
+    peer->setup(problem, layout);
   } catch (const std::exception &error) {
-    std::cerr << "  " << peer->name() << " " << shape.str() << " " << layout_name(layout)
-              << ": " << error.what() << "\n";
+    std::cerr << where() << ": " << error.what() << "\n";
     return gbps;
   }
   for (size_t p = 0; p < passes.size(); ++p) {
@@ -99,8 +103,7 @@ std::vector<double> measure(Peer *peer, const Shape &shape, Layout layout, int t
     try {
       gbps[p] = model_bytes / median_seconds(*peer, pass, options) / 1e9;
     } catch (const std::exception &error) {
-      std::cerr << "  " << peer->name() << " " << shape.str() << " " << layout_name(layout)
-                << " " << pass_name(pass) << ": " << error.what() << "\n";
+      std::cerr << where() << " " << pass_name(pass) << ": " << error.what() << "\n";
     }
   }
   peer->teardown();
@@ -109,7 +112,7 @@ std::vector<double> measure(Peer *peer, const Shape &shape, Layout layout, int t
 
 struct Row {
   int threads;
-  Shape shape;
+  Problem problem;
   Layout layout;
   Pass pass;
   double bnorm, aten, onednn, onednn_plain, onednn_blocked, copy;
@@ -137,17 +140,31 @@ std::string json_number(double value) {
   return text;
 }
 
+// The norm column: "group:G" for group norm, else the name.
+std::string norm_label(const Problem &problem) {
+  std::string label = norm_name(problem.norm);
+  if (problem.norm == Norm::group) label += ":" + std::to_string(problem.groups);
+  return label;
+}
+
+// A table of batch norm alone prints as it did before the family came (no norm column),
+// so that scripts reading it keep working.
 void print_table(const std::vector<Row> &rows) {
+  const bool family = std::any_of(rows.begin(), rows.end(),
+                                  [](const Row &row) { return row.problem.norm != Norm::batch; });
+  if (family) std::printf("%-11s ", "norm");
   std::printf("%3s %-18s %-14s %-13s %8s %8s %8s %-8s %8s %8s %8s %8s\n", "thr", "shape",
               "layout", "pass", "bnorm", "aten", "onednn", "(format)", "copy", "b/aten",
               "b/onednn", "b/copy");
-  for (const auto &row : rows)
+  for (const auto &row : rows) {
+    if (family) std::printf("%-11s ", norm_label(row.problem).c_str());
     std::printf("%3d %-18s %-14s %-13s %8s %8s %8s %-8s %8s %8s %8s %8s\n", row.threads,
-                row.shape.str().c_str(), layout_name(row.layout), pass_name(row.pass),
+                row.problem.shape.str().c_str(), layout_name(row.layout), pass_name(row.pass),
                 cell(row.bnorm).c_str(), cell(row.aten).c_str(), cell(row.onednn).c_str(),
                 row.onednn_format ? row.onednn_format : "-", cell(row.copy).c_str(),
                 ratio(row.bnorm, row.aten).c_str(), ratio(row.bnorm, row.onednn).c_str(),
                 ratio(row.bnorm, row.copy).c_str());
+  }
   std::printf("GB/s = model bytes / median time; forward_train and inference 2T, backward 3T;"
               " copy moves 2T.\n");
   std::fflush(stdout);
@@ -158,9 +175,15 @@ void write_json(const std::vector<Row> &rows, std::ostream &out) {
          "\"2T\", \"backward\": \"3T\", \"copy\": \"2T\"},\n \"rows\": [\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto &row = rows[i];
-    out << "  {\"threads\": " << row.threads << ", \"shape\": [";
-    for (size_t d = 0; d < row.shape.dims.size(); ++d)
-      out << (d ? ", " : "") << row.shape.dims[d];
+    const Shape &shape = row.problem.shape;
+    out << "  {\"norm\": \"" << norm_name(row.problem.norm) << "\", \"groups\": ";
+    if (row.problem.groups > 0) {
+      out << row.problem.groups;
+    } else {
+      out << "null";
+    }
+    out << ", \"threads\": " << row.threads << ", \"shape\": [";
+    for (size_t d = 0; d < shape.dims.size(); ++d) out << (d ? ", " : "") << shape.dims[d];
     out << "], \"layout\": \"" << layout_name(row.layout) << "\", \"pass\": \""
         << pass_name(row.pass) << "\", \"bnorm\": " << json_number(row.bnorm)
         << ", \"aten\": " << json_number(row.aten) << ", \"onednn\": " << json_number(row.onednn)
@@ -229,6 +252,105 @@ std::vector<Pass> parse_passes(const std::string &text) {
                             {"backward", Pass::backward}});
 }
 
+const std::vector<NormSpec> &norm_specs() {
+  // The issue's shapes (issue 10, "Speed") for the family; batch norm's are the table's
+  // from before the family came.
+  static const std::vector<NormSpec> specs = {
+      {Norm::batch, "batch", "--shapes", "NxC or NxCxHxW... (e.g. 64x64x56x56)",
+       {{Norm::batch, {{256, 6, 24, 24}}},
+        {Norm::batch, {{256, 16, 8, 8}}},
+        {Norm::batch, {{256, 120}}},
+        {Norm::batch, {{64, 64, 56, 56}}},
+        {Norm::batch, {{32, 256, 14, 14}}},
+        {Norm::batch, {{8, 32, 112, 112}}}}},
+      {Norm::layer, "layer", "--layer-shapes",
+       "ROWSxCOLS, normalized over the last size (e.g. 8192x768)",
+       {{Norm::layer, {{8192, 768}}}, {Norm::layer, {{4096, 1024}}}}},
+      {Norm::group, "group", "--group-shapes",
+       "NxCxHxW...:G, G groups dividing C (e.g. 32x256x14x14:32)",
+       {{Norm::group, {{32, 256, 14, 14}}, 32}, {Norm::group, {{8, 64, 56, 56}}, 32}}},
+      {Norm::instance, "instance", "--instance-shapes",
+       "NxCxHxW..., more than one spatial value (e.g. 16x64x56x56)",
+       {{Norm::instance, {{16, 64, 56, 56}}, 64}}},
+      {Norm::rms, "rms", "--rms-shapes",
+       "ROWSxCOLS, normalized over the last size (e.g. 8192x768)",
+       {{Norm::rms, {{8192, 768}}}, {Norm::rms, {{4096, 1024}}}}},
+  };
+  return specs;
+}
+
+const NormSpec &norm_spec(Norm norm) { return norm_specs()[static_cast<size_t>(norm)]; }
+
+std::array<std::vector<Problem>, kNormCount> TableOptions::default_problems() {
+  std::array<std::vector<Problem>, kNormCount> problems;
+  for (const auto &spec : norm_specs()) problems[static_cast<size_t>(spec.norm)] = spec.defaults;
+  return problems;
+}
+
+std::vector<Norm> parse_norms(const std::string &text) {
+  std::vector<std::pair<const char *, Norm>> names;
+  for (const auto &spec : norm_specs()) names.emplace_back(spec.name, spec.norm);
+  std::vector<Norm> norms;
+  for (const Norm norm : parse_names<Norm>(text, "norm", names))
+    if (std::find(norms.begin(), norms.end(), norm) == norms.end()) norms.push_back(norm);
+  return norms;
+}
+
+std::vector<Problem> parse_problems(Norm norm, const std::string &text) {
+  std::vector<Problem> problems;
+  for (const auto &part : split(text, ',')) {
+    const NormSpec &spec = norm_spec(norm);
+    const auto bad = [&](const std::string &why) {
+      return std::invalid_argument("'" + part + "': " + why + " (" + spec.name +
+                                   " norm shapes are " + spec.shape_syntax + ")");
+    };
+    const size_t colon = part.find(':');
+    if ((norm == Norm::group) != (colon != std::string::npos))
+      throw bad(norm == Norm::group ? "no ':G' after the shape" : "only group norm takes ':G'");
+    Problem problem{norm, parse_shapes(part.substr(0, colon)).front(), 0};
+    const Shape &shape = problem.shape;
+    switch (norm) {
+      case Norm::batch:
+      case Norm::layer:
+      case Norm::rms: break;
+      case Norm::group:
+        if (!parse_integer(part.substr(colon + 1), 1, shape.c(), problem.groups) ||
+            shape.c() % problem.groups != 0)
+          throw bad("G must be a whole number of groups dividing C = " +
+                    std::to_string(shape.c()));
+        break;
+      case Norm::instance:
+        if (shape.dims.size() < 3 || shape.spatial() < 2)
+          throw bad("instance norm in training needs more than one spatial value");
+        problem.groups = shape.c();
+        break;
+    }
+    problems.push_back(problem);
+  }
+  if (problems.empty()) throw std::invalid_argument("no shape given");
+  return problems;
+}
+
+std::string problems_text(const std::vector<Problem> &problems) {
+  std::string text;
+  for (const auto &problem : problems) {
+    if (!text.empty()) text += ',';
+    for (size_t d = 0; d < problem.shape.dims.size(); ++d)
+      text += (d ? "x" : "") + std::to_string(problem.shape.dims[d]);
+    if (problem.norm == Norm::group) text += ":" + std::to_string(problem.groups);
+  }
+  return text;
+}
+
+std::vector<Norm> implied_norms(const std::vector<Norm> &shapes_given) {
+  std::vector<Norm> norms;
+  for (const auto &spec : norm_specs())
+    if (shapes_given.empty() || std::find(shapes_given.begin(), shapes_given.end(),
+                                          spec.norm) != shapes_given.end())
+      norms.push_back(spec.norm);
+  return norms;
+}
+
 void run_kernel_table(const TableOptions &options) {
   // The JSON path is checked before measuring (it may be a new file, or a table this
   // wrote before; src/io/output_paths.h) and written whole at the end.
@@ -248,30 +370,39 @@ void run_kernel_table(const TableOptions &options) {
 
   std::vector<Row> rows;
   for (const int threads : options.threads) {
-    for (const auto &shape : options.shapes) {
-      // The copy's bytes are the same for every layout and pass: 2T.
-      const double copy_gbps = measure(copy.get(), shape, Layout::channels_first, threads,
-                                       {Pass::inference}, options)[0];
-      for (const Layout layout : options.layouts) {
-        if (options.progress)
-          std::cerr << "threads " << threads << " " << shape.str() << " "
-                    << layout_name(layout) << "\n";
-        const auto &passes = options.passes;
-        const auto b = measure(bnorm.get(), shape, layout, threads, passes, options);
-        const auto a = measure(plugin.aten.get(), shape, layout, threads, passes, options);
-        const auto plain =
-            measure(plugin.onednn_plain.get(), shape, layout, threads, passes, options);
-        const auto blocked =
-            layout == Layout::channels_first
-                ? measure(plugin.onednn_blocked.get(), shape, layout, threads, passes, options)
-                : std::vector<double>(passes.size(), kNone);
-        for (size_t p = 0; p < passes.size(); ++p) {
-          const bool use_blocked = blocked[p] > plain[p];
-          const char *plain_format = layout == Layout::channels_first ? "nchw" : "nhwc";
-          const double onednn = use_blocked ? blocked[p] : plain[p];
-          rows.push_back({threads, shape, layout, passes[p], b[p], a[p], onednn, plain[p],
-                          blocked[p], copy_gbps,
-                          onednn == kNone ? nullptr : use_blocked ? "nChw16c" : plain_format});
+    for (const Norm norm : options.norms) {
+      // Only batch norm has an inference pass here (the family's inference is its
+      // forward without saving statistics, or batch norm's map for instance norm).
+      std::vector<Pass> passes;
+      for (const Pass pass : options.passes)
+        if (norm == Norm::batch || pass != Pass::inference) passes.push_back(pass);
+      if (passes.empty()) continue;
+      for (const auto &problem : options.problems[static_cast<size_t>(norm)]) {
+        // The copy's bytes are the same for every layout and pass: 2T.
+        const double copy_gbps = measure(copy.get(), problem, Layout::channels_first, threads,
+                                         {Pass::inference}, options)[0];
+        const std::vector<Layout> layouts =
+            problem.row_wise() ? std::vector<Layout>{Layout::rows} : options.layouts;
+        for (const Layout layout : layouts) {
+          if (options.progress)
+            std::cerr << "threads " << threads << " " << norm_label(problem) << " "
+                      << problem.shape.str() << " " << layout_name(layout) << "\n";
+          const auto b = measure(bnorm.get(), problem, layout, threads, passes, options);
+          const auto a = measure(plugin.aten.get(), problem, layout, threads, passes, options);
+          const auto plain =
+              measure(plugin.onednn_plain.get(), problem, layout, threads, passes, options);
+          const auto blocked =
+              measure(plugin.onednn_blocked.get(), problem, layout, threads, passes, options);
+          const char *plain_format = layout == Layout::channels_first ? "nchw"
+                                     : layout == Layout::channels_last ? "nhwc"
+                                                                       : "ab";
+          for (size_t p = 0; p < passes.size(); ++p) {
+            const bool use_blocked = blocked[p] > plain[p];
+            const double onednn = use_blocked ? blocked[p] : plain[p];
+            rows.push_back({threads, problem, layout, passes[p], b[p], a[p], onednn, plain[p],
+                            blocked[p], copy_gbps,
+                            onednn == kNone ? nullptr : use_blocked ? "nChw16c" : plain_format});
+          }
         }
       }
     }

@@ -15,7 +15,23 @@ std::string Shape::str() const {
 }
 
 const char *layout_name(Layout layout) {
-  return layout == Layout::channels_first ? "channels_first" : "channels_last";
+  switch (layout) {
+    case Layout::channels_first: return "channels_first";
+    case Layout::channels_last: return "channels_last";
+    case Layout::rows: return "rows";
+  }
+  return "?";
+}
+
+const char *norm_name(Norm norm) {
+  switch (norm) {
+    case Norm::batch: return "batch";
+    case Norm::layer: return "layer";
+    case Norm::group: return "group";
+    case Norm::instance: return "instance";
+    case Norm::rms: return "rms";
+  }
+  return "?";
 }
 
 const char *pass_name(Pass pass) {

@@ -1,6 +1,8 @@
 // Common interface of the contenders in the kernel table (bench_peers, `bnorm bench
 // kernels`): each one owns its buffers, allocates and first-touches them in setup(),
-// and run() times nothing itself. The runner holds bnorm and the copy directly; ATen
+// and run() times nothing itself. A case is one normalization over one shape; a peer
+// says which normalizations and layouts it has (supports()), the table shows "-" for
+// the others. The runner holds bnorm and the copy directly; ATen
 // and oneDNN live in the peers plugin and reach it through the C boundary of
 // peers_plugin.h, so this header is compiled on both sides of it.
 #pragma once
@@ -13,10 +15,18 @@
 
 namespace bnorm_bench {
 
-enum class Layout { channels_first, channels_last };
+// rows: the row-wise norms' one layout, (rows, cols) row-major; the normalized dim is
+// the last and contiguous. Not a choice of --layouts.
+enum class Layout { channels_first, channels_last, rows };
 enum class Pass { forward_train, inference, backward };
+// What each reduces over (docs/normalizations.md): batch per channel over (N, spatial);
+// layer and rms per row over the last dim; group per (sample, group) over
+// (C/G, spatial); instance per (sample, channel) over spatial (group with G = C).
+enum class Norm { batch, layer, group, instance, rms };
+constexpr int kNormCount = 5;
 
-// dims = (N, C, spatial...); spatial may be empty for (N, C).
+// dims = (N, C, spatial...); spatial may be empty for (N, C). For layer and rms norm
+// (rows..., cols): the last dim is normalized, the others are rows.
 struct Shape {
   std::vector<int64_t> dims;
   int64_t n() const { return dims[0]; }
@@ -27,11 +37,24 @@ struct Shape {
     return s;
   }
   int64_t numel() const { return n() * c() * spatial(); }
+  int64_t cols() const { return dims.back(); }
+  int64_t rows() const { return numel() / cols(); }
   std::string str() const;
+};
+
+// One problem of the table: a normalization over a shape. groups: group norm's G, and C
+// for instance norm (its groups); 0 for the others.
+struct Problem {
+  Norm norm = Norm::batch;
+  Shape shape;
+  int64_t groups = 0;
+  // True for the norms whose statistics run along rows (layer, rms): Layout::rows only.
+  bool row_wise() const { return norm == Norm::layer || norm == Norm::rms; }
 };
 
 const char *layout_name(Layout layout);
 const char *pass_name(Pass pass);
+const char *norm_name(Norm norm);
 
 // Buffers on 64-byte (cache-line) boundaries, as ATen and oneDNN allocate theirs, so
 // no peer's timing includes stores split across lines that another's does not.
@@ -60,9 +83,13 @@ class Peer {
   virtual std::string name() const = 0;
   // Thread count for the following setup()/run() calls.
   virtual void set_threads(int threads) = 0;
-  // Allocates and first-touches the buffers of one shape and layout. Throws
-  // (any std::exception) when the peer cannot do this case; the cell shows "-".
-  virtual void setup(const Shape &shape, Layout layout) = 0;
+  // False where the peer has no such operation (oneDNN 2.6 has no group norm): the
+  // cell shows "-" without a message.
+  virtual bool supports(Norm norm, Layout layout) const = 0;
+  // Allocates and first-touches the buffers of one problem and layout. Throws (any
+  // std::exception) when the peer cannot do it; the cell shows "-" and the message
+  // goes to stderr.
+  virtual void setup(const Problem &problem, Layout layout) = 0;
   // One call of the pass on the buffers of the last setup(). Throws on failure.
   virtual void run(Pass pass) = 0;
   // Releases the buffers of the last setup().

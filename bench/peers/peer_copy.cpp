@@ -18,9 +18,10 @@ class CopyPeer final : public Peer {
  public:
   std::string name() const override { return "copy"; }
   void set_threads(int threads) override { threads_ = threads; }
+  bool supports(Norm, Layout) const override { return true; }
 
-  void setup(const Shape &shape, Layout) override {
-    count_ = shape.numel();
+  void setup(const Problem &problem, Layout) override {
+    count_ = problem.shape.numel();
     src_.assign(static_cast<size_t>(count_), 0.0f);
     dst_.assign(static_cast<size_t>(count_), 0.0f);
     fill_pattern(src_.data(), count_, 3);

@@ -16,13 +16,20 @@ extern "C" {
 #endif
 
 /* Raised on any change to the table below; the runner refuses another version. */
-#define BNORM_PEERS_PLUGIN_ABI 1
+#define BNORM_PEERS_PLUGIN_ABI 2
 /* The one exported symbol: const bnorm_bench_peers_api *bnorm_bench_peers_plugin(void). */
 #define BNORM_PEERS_PLUGIN_ENTRY "bnorm_bench_peers_plugin"
 
-/* The values of bnorm_bench::Layout and bnorm_bench::Pass. */
-enum { BNORM_BENCH_CHANNELS_FIRST = 0, BNORM_BENCH_CHANNELS_LAST = 1 };
+/* The values of bnorm_bench::Layout, bnorm_bench::Pass and bnorm_bench::Norm. */
+enum { BNORM_BENCH_CHANNELS_FIRST = 0, BNORM_BENCH_CHANNELS_LAST = 1, BNORM_BENCH_ROWS = 2 };
 enum { BNORM_BENCH_FORWARD_TRAIN = 0, BNORM_BENCH_INFERENCE = 1, BNORM_BENCH_BACKWARD = 2 };
+enum {
+  BNORM_BENCH_BATCH = 0,
+  BNORM_BENCH_LAYER = 1,
+  BNORM_BENCH_GROUP = 2,
+  BNORM_BENCH_INSTANCE = 3,
+  BNORM_BENCH_RMS = 4
+};
 
 typedef struct bnorm_bench_peer bnorm_bench_peer; /* one peer instance, opaque */
 
@@ -36,9 +43,12 @@ typedef struct bnorm_bench_peers_api {
   bnorm_bench_peer *(*create)(int32_t index, char *error, size_t error_size);
   void (*destroy)(bnorm_bench_peer *peer);
   int (*set_threads)(bnorm_bench_peer *peer, int32_t threads, char *error, size_t error_size);
-  /* dims: (N, C, spatial...), rank >= 2 values. */
-  int (*setup)(bnorm_bench_peer *peer, const int64_t *dims, int32_t rank, int32_t layout,
-               char *error, size_t error_size);
+  /* 1 when the peer has this normalization in this layout, else 0. */
+  int (*supports)(const bnorm_bench_peer *peer, int32_t norm, int32_t layout);
+  /* dims: (N, C, spatial...) or (rows..., cols), rank >= 2 values; groups: group
+     norm's G, C for instance norm, else 0. */
+  int (*setup)(bnorm_bench_peer *peer, int32_t norm, const int64_t *dims, int32_t rank,
+               int64_t groups, int32_t layout, char *error, size_t error_size);
   int (*run)(bnorm_bench_peer *peer, int32_t pass, char *error, size_t error_size);
   void (*teardown)(bnorm_bench_peer *peer);
 } bnorm_bench_peers_api;

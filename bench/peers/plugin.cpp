@@ -18,7 +18,13 @@ namespace bnorm_bench {
 namespace {
 
 static_assert(static_cast<int>(Layout::channels_first) == BNORM_BENCH_CHANNELS_FIRST &&
-              static_cast<int>(Layout::channels_last) == BNORM_BENCH_CHANNELS_LAST);
+              static_cast<int>(Layout::channels_last) == BNORM_BENCH_CHANNELS_LAST &&
+              static_cast<int>(Layout::rows) == BNORM_BENCH_ROWS);
+static_assert(static_cast<int>(Norm::batch) == BNORM_BENCH_BATCH &&
+              static_cast<int>(Norm::layer) == BNORM_BENCH_LAYER &&
+              static_cast<int>(Norm::group) == BNORM_BENCH_GROUP &&
+              static_cast<int>(Norm::instance) == BNORM_BENCH_INSTANCE &&
+              static_cast<int>(Norm::rms) == BNORM_BENCH_RMS && kNormCount == 5);
 static_assert(static_cast<int>(Pass::forward_train) == BNORM_BENCH_FORWARD_TRAIN &&
               static_cast<int>(Pass::inference) == BNORM_BENCH_INFERENCE &&
               static_cast<int>(Pass::backward) == BNORM_BENCH_BACKWARD);
@@ -67,11 +73,16 @@ int set_threads(bnorm_bench_peer *peer, int32_t threads, char *error, size_t err
   return guarded(error, error_size, [&] { peer->peer->set_threads(threads); });
 }
 
-int setup(bnorm_bench_peer *peer, const int64_t *dims, int32_t rank, int32_t layout, char *error,
-          size_t error_size) {
+int supports(const bnorm_bench_peer *peer, int32_t norm, int32_t layout) {
+  return peer->peer->supports(static_cast<Norm>(norm), static_cast<Layout>(layout)) ? 1 : 0;
+}
+
+int setup(bnorm_bench_peer *peer, int32_t norm, const int64_t *dims, int32_t rank,
+          int64_t groups, int32_t layout, char *error, size_t error_size) {
   return guarded(error, error_size, [&] {
-    const Shape shape{std::vector<int64_t>(dims, dims + rank)};
-    peer->peer->setup(shape, static_cast<Layout>(layout));
+    const Problem problem{static_cast<Norm>(norm), Shape{std::vector<int64_t>(dims, dims + rank)},
+                          groups};
+    peer->peer->setup(problem, static_cast<Layout>(layout));
   });
 }
 
@@ -85,7 +96,7 @@ void teardown(bnorm_bench_peer *peer) {
 }
 
 const bnorm_bench_peers_api kApi = {BNORM_PEERS_PLUGIN_ABI, kCount, name, create, destroy,
-                                    set_threads, setup, run, teardown};
+                                    set_threads, supports, setup, run, teardown};
 
 }  // namespace
 }  // namespace bnorm_bench

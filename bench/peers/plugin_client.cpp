@@ -29,8 +29,13 @@ class PluginPeer final : public Peer {
   void set_threads(int threads) override {
     check(api_.set_threads(peer_, threads, error_, sizeof error_));
   }
-  void setup(const Shape &shape, Layout layout) override {
-    check(api_.setup(peer_, shape.dims.data(), static_cast<int32_t>(shape.dims.size()),
+  bool supports(Norm norm, Layout layout) const override {
+    return api_.supports(peer_, static_cast<int32_t>(norm), static_cast<int32_t>(layout)) != 0;
+  }
+  void setup(const Problem &problem, Layout layout) override {
+    const Shape &shape = problem.shape;
+    check(api_.setup(peer_, static_cast<int32_t>(problem.norm), shape.dims.data(),
+                     static_cast<int32_t>(shape.dims.size()), problem.groups,
                      static_cast<int32_t>(layout), error_, sizeof error_));
   }
   void run(Pass pass) override {

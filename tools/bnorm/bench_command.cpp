@@ -1,9 +1,10 @@
 // bnorm bench: two benchmarks.
-//   kernels  the batch norm kernel table: bnorm beside ATen, oneDNN and a memory copy,
-//            in GB/s (bench/peers/kernel_table.hpp; ATen and oneDNN come from the
-//            peers plugin, loaded only here).
+//   kernels  the kernel table of batch, layer, group, instance and RMS norm: bnorm beside
+//            ATen, oneDNN and a memory copy, in GB/s (bench/peers/kernel_table.hpp; ATen
+//            and oneDNN come from the peers plugin, loaded only here).
 //   train    training and inference throughput of a model on the real data, as one
 //            JSON object, for bench/compare_lenet_torch.py to set beside PyTorch.
+#include <array>
 #include <cstdio>
 #include <memory>
 #include <stdexcept>
@@ -74,10 +75,14 @@ void add_train_bench(CLI::App& bench) {
 }
 
 // The list options as text, checked by the kernel table's own parsers so that the
-// error names the option and the bad item; their defaults are the table's.
+// error names the option and the bad item; their defaults are the table's. Each norm's
+// shapes have their own option (norm_specs(): --shapes is batch norm's).
 struct KernelBenchArgs {
   bnorm_bench::TableOptions table;
-  std::string threads, shapes, layouts, passes;
+  std::string threads, norms, layouts, passes;
+  std::array<std::string, bnorm_bench::kNormCount> shapes;
+  std::array<CLI::Option*, bnorm_bench::kNormCount> shape_options{};
+  CLI::Option* norms_option = nullptr;
   double min_ms = table.min_seconds * 1000.0;
 
   KernelBenchArgs() {
@@ -86,14 +91,9 @@ struct KernelBenchArgs {
       list += item;
     };
     for (const int t : table.threads) add(threads, std::to_string(t));
-    for (const auto& shape : table.shapes) {
-      std::string dims;
-      for (const int64_t d : shape.dims) {
-        if (!dims.empty()) dims += 'x';
-        dims += std::to_string(d);
-      }
-      add(shapes, dims);
-    }
+    for (const auto norm : table.norms) add(norms, bnorm_bench::norm_name(norm));
+    for (size_t k = 0; k < shapes.size(); ++k)
+      shapes[k] = bnorm_bench::problems_text(table.problems[k]);
     for (const auto layout : table.layouts) add(layouts, bnorm_bench::layout_name(layout));
     for (const auto pass : table.passes) add(passes, bnorm_bench::pass_name(pass));
   }
@@ -115,7 +115,14 @@ CLI::Validator list_of(Parse parse) {
 
 void run_kernel_bench(KernelBenchArgs& a) {
   a.table.threads = bnorm_bench::parse_threads(a.threads);
-  a.table.shapes = bnorm_bench::parse_shapes(a.shapes);
+  std::vector<bnorm_bench::Norm> shapes_given;
+  for (const auto& spec : bnorm_bench::norm_specs()) {
+    const auto k = static_cast<size_t>(spec.norm);
+    a.table.problems[k] = bnorm_bench::parse_problems(spec.norm, a.shapes[k]);
+    if (a.shape_options[k]->count() > 0) shapes_given.push_back(spec.norm);
+  }
+  a.table.norms = a.norms_option->count() > 0 ? bnorm_bench::parse_norms(a.norms)
+                                              : bnorm_bench::implied_norms(shapes_given);
   a.table.layouts = bnorm_bench::parse_layouts(a.layouts);
   a.table.passes = bnorm_bench::parse_passes(a.passes);
   a.table.min_seconds = a.min_ms / 1000.0;
@@ -128,27 +135,49 @@ void add_kernel_bench(CLI::App& bench) {
   auto args = std::make_shared<KernelBenchArgs>();
   CLI::App* sub = bench.add_subcommand(
       "kernels",
-      "The batch norm kernel table: GB/s of bnorm beside PyTorch's ATen, oneDNN and a memory "
-      "copy, per threads x shape x layout x pass");
-  sub->footer("ATen and oneDNN come from the peers plugin, which the build makes when "
-              "libtorch-dev and libdnnl-dev are installed; BNORM_PEERS_PLUGIN=PATH loads "
-              "another. Without it their columns show '-'. Waiting OpenMP threads sleep "
-              "(OMP_WAIT_POLICY=passive) unless the environment sets a policy.");
+      "The kernel table: GB/s of bnorm's batch, layer, group, instance and RMS norm beside "
+      "PyTorch's ATen, oneDNN and a memory copy, per threads x norm x shape x layout x pass");
+  sub->footer("Each norm has its own shapes option (--shapes is batch norm's); naming a "
+              "norm's shapes without --norms measures only the norms named that way, so "
+              "`--shapes 64x64x56x56` alone is the batch norm table. Layer and RMS norm "
+              "have one layout (rows, the normalized dim contiguous); only batch norm has "
+              "an inference row. ATen has no RMS norm (PyTorch 1.13) and oneDNN 2.6 only "
+              "batch and layer norm: those cells show '-'. ATen and oneDNN come from the "
+              "peers plugin, which the build makes when libtorch-dev and libdnnl-dev are "
+              "installed; BNORM_PEERS_PLUGIN=PATH loads another. Without it their columns "
+              "show '-'. Waiting OpenMP threads sleep (OMP_WAIT_POLICY=passive) unless the "
+              "environment sets a policy.");
   sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   sub->add_option("--threads", args->threads, "Thread counts, comma-separated")
       ->type_name("LIST")
       ->check(list_of(bnorm_bench::parse_threads))
       ->capture_default_str();
-  sub->add_option("--shapes", args->shapes,
-                  "Shapes NxC or NxCxHxW..., comma-separated (e.g. 64x64x56x56,256x120)")
-      ->type_name("LIST")
-      ->check(list_of(bnorm_bench::parse_shapes))
-      ->capture_default_str();
+  args->norms_option =
+      sub->add_option("--norms", args->norms,
+                      "Normalizations: batch, layer, group, instance and/or rms (default: "
+                      "all, or those whose shapes are given)")
+          ->type_name("LIST")
+          ->check(list_of(bnorm_bench::parse_norms))
+          ->capture_default_str();
+  for (const auto& spec : bnorm_bench::norm_specs()) {
+    const auto k = static_cast<size_t>(spec.norm);
+    const auto norm = spec.norm;
+    args->shape_options[k] =
+        sub->add_option(spec.shapes_option, args->shapes[k],
+                        std::string(spec.name) + " norm shapes, comma-separated: " +
+                            spec.shape_syntax)
+            ->type_name("LIST")
+            ->check(list_of([norm](const std::string& text) {
+              return bnorm_bench::parse_problems(norm, text);
+            }))
+            ->capture_default_str();
+  }
   sub->add_option("--layouts", args->layouts, "channels_first and/or channels_last")
       ->type_name("LIST")
       ->check(list_of(bnorm_bench::parse_layouts))
       ->capture_default_str();
-  sub->add_option("--passes", args->passes, "forward_train, inference and/or backward")
+  sub->add_option("--passes", args->passes,
+                  "forward_train, inference (batch norm only) and/or backward")
       ->type_name("LIST")
       ->check(list_of(bnorm_bench::parse_passes))
       ->capture_default_str();
@@ -167,7 +196,7 @@ void add_kernel_bench(CLI::App& bench) {
 
 void add_bench_command(CLI::App& app) {
   CLI::App* bench = app.add_subcommand(
-      "bench", "Benchmarks: `bench kernels` (the batch norm kernel table) or `bench train` "
+      "bench", "Benchmarks: `bench kernels` (the normalizations' kernel table) or `bench train` "
                "(a model's training throughput)");
   add_kernel_bench(*bench);
   add_train_bench(*bench);
