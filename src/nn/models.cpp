@@ -1,12 +1,15 @@
 #include "nn/models.h"
 
+#include <algorithm>
 #include <stdexcept>
+#include <utility>
 
 #include "nn/activations.h"
 #include "nn/batch_norm_layer.h"
 #include "nn/conv2d.h"
 #include "nn/init.h"
 #include "nn/linear.h"
+#include "nn/norm_layers.h"
 #include "nn/pooling.h"
 #include "nn/random.h"
 #include "nn/reshape.h"
@@ -16,6 +19,10 @@ namespace bnorm::nn {
 namespace {
 
 enum class Init { xavier, kaiming };
+
+// Which normalization a model puts after its conv and linear layers: the model name's
+// suffix (-bn, -ln, -gn, -in), none without one.
+enum class Norm { none, batch, layer, group, instance };
 
 template <class T>
 class Builder {
@@ -34,6 +41,29 @@ class Builder {
   }
   void bn2d(int64_t c) { m_.template emplace<BatchNormLayer<T>>(c, 2); }
   void bn1d(int64_t c) { m_.template emplace<BatchNormLayer<T>>(c, 0); }
+  // The normalization of a (N, c, h, w) conv output: batch norm per channel, layer norm
+  // over (c, h, w), group norm with `groups`, instance norm (affine) per channel.
+  void norm2d(Norm kind, int64_t c, int64_t h, int64_t w, int64_t groups) {
+    switch (kind) {
+      case Norm::none: break;
+      case Norm::batch: bn2d(c); break;
+      case Norm::layer: m_.template emplace<NormLayer<T>>(LayerNorm<T>({c, h, w})); break;
+      case Norm::group: m_.template emplace<NormLayer<T>>(GroupNorm<T>(groups, c)); break;
+      case Norm::instance:
+        m_.template emplace<NormLayer<T>>(InstanceNorm<T>(c, {1e-5, 0.1, true, false}));
+        break;
+    }
+  }
+  // The normalization of a (N, f) linear output. Instance norm has no axis to normalize
+  // over in a vector: a layer without it.
+  void norm1d(Norm kind, int64_t f, int64_t groups) {
+    switch (kind) {
+      case Norm::none: case Norm::instance: break;
+      case Norm::batch: bn1d(f); break;
+      case Norm::layer: m_.template emplace<NormLayer<T>>(LayerNorm<T>({f})); break;
+      case Norm::group: m_.template emplace<NormLayer<T>>(GroupNorm<T>(groups, f)); break;
+    }
+  }
   void act(Activation a) { m_.template emplace<Elementwise<T>>(a); }
   void avgpool(int64_t k) { m_.template emplace<AvgPool2d<T>>(k); }
   void maxpool(int64_t k) { m_.template emplace<MaxPool2d<T>>(k); }
@@ -53,15 +83,17 @@ class Builder {
   Rng rng_;
 };
 
+// d2l's LeNet; with a normalization, the seed's layout (no padding, a norm after every
+// conv and hidden linear layer, before the sigmoid).
 template <class T>
-void lenet(Builder<T>& b, bool bn) {
+void lenet(Builder<T>& b, Norm norm) {
   const auto sig = Activation::sigmoid;
-  if (bn) {
-    b.conv(1, 6, 5), b.bn2d(6), b.act(sig), b.avgpool(2);
-    b.conv(6, 16, 5), b.bn2d(16), b.act(sig), b.avgpool(2);
+  if (norm != Norm::none) {
+    b.conv(1, 6, 5), b.norm2d(norm, 6, 24, 24, 2), b.act(sig), b.avgpool(2);
+    b.conv(6, 16, 5), b.norm2d(norm, 16, 8, 8, 4), b.act(sig), b.avgpool(2);
     b.flatten();
-    b.linear(256, 120), b.bn1d(120), b.act(sig);
-    b.linear(120, 84), b.bn1d(84), b.act(sig);
+    b.linear(256, 120), b.norm1d(norm, 120, 4), b.act(sig);
+    b.linear(120, 84), b.norm1d(norm, 84, 4), b.act(sig);
     b.linear(84, 10);
   } else {
     b.conv(1, 6, 5, 2), b.act(sig), b.avgpool(2);
@@ -74,14 +106,14 @@ void lenet(Builder<T>& b, bool bn) {
 }
 
 template <class T>
-void mlp(Builder<T>& b, bool bn) {
+void mlp(Builder<T>& b, Norm norm) {
   const auto relu = Activation::relu;
   b.flatten();
   b.linear(784, 256);
-  if (bn) b.bn1d(256);
+  b.norm1d(norm, 256, 8);
   b.act(relu);
   b.linear(256, 256);
-  if (bn) b.bn1d(256);
+  b.norm1d(norm, 256, 8);
   b.act(relu);
   b.linear(256, 10);
 }
@@ -110,22 +142,31 @@ void vgg(Builder<T>& b, bool bn) {
 }  // namespace
 
 const std::vector<std::string>& model_names() {
-  static const std::vector<std::string> names{"lenet", "lenet-bn", "mlp", "mlp-bn", "vgg", "vgg-bn"};
+  static const std::vector<std::string> names{"lenet",    "lenet-bn", "lenet-ln", "lenet-gn",
+                                              "lenet-in", "mlp",      "mlp-bn",   "mlp-ln",
+                                              "vgg",      "vgg-bn"};
   return names;
 }
 
 template <class T>
 std::unique_ptr<Sequential<T>> make_model(const std::string& name, uint64_t seed) {
   auto model = std::make_unique<Sequential<T>>();
-  const bool bn = name.size() > 3 && name.substr(name.size() - 3) == "-bn";
-  const std::string base = bn ? name.substr(0, name.size() - 3) : name;
-  if (base == "lenet") {
+  static const std::pair<const char*, Norm> suffixes[] = {
+      {"-bn", Norm::batch}, {"-ln", Norm::layer}, {"-gn", Norm::group}, {"-in", Norm::instance}};
+  Norm norm = Norm::none;
+  std::string base = name;
+  for (const auto& [suffix, kind] : suffixes)
+    if (name.size() > 3 && name.substr(name.size() - 3) == suffix)
+      norm = kind, base = name.substr(0, name.size() - 3);
+  const bool known = std::find(model_names().begin(), model_names().end(), name) != model_names().end();
+  const bool bn = norm == Norm::batch;
+  if (known && base == "lenet") {
     Builder<T> b(*model, Init::xavier, seed);
-    lenet(b, bn);
-  } else if (base == "mlp") {
+    lenet(b, norm);
+  } else if (known && base == "mlp") {
     Builder<T> b(*model, Init::kaiming, seed);
-    mlp(b, bn);
-  } else if (base == "vgg") {
+    mlp(b, norm);
+  } else if (known && base == "vgg") {
     Builder<T> b(*model, Init::kaiming, seed);
     vgg(b, bn);
   } else {

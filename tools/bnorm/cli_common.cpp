@@ -114,7 +114,8 @@ data::TrainTest load_data(const DataOptions& o) {
 
 double default_lr(const std::string& model) {
   if (model == "lenet") return 0.9;
-  if (model == "lenet-bn") return 1.0;
+  // LeNet with any normalization (-bn, -ln, -gn, -in): the seed's 1.0 for lenet-bn.
+  if (model.starts_with("lenet-")) return 1.0;
   if (model == "vgg" || model == "vgg-bn") return 0.05;
   return 0.1;
 }

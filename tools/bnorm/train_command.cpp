@@ -280,7 +280,8 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   args->lr_opt = sub->add_option(
       "--lr", args->lr,
-      "Learning rate (default: 0.9 for lenet, 1.0 for lenet-bn as in the seed; 0.1 for mlp, "
+      "Learning rate (default: 0.9 for lenet, 1.0 for lenet-bn as in the seed and for the "
+      "other normalized LeNets; 0.1 for mlp and mlp-*, "
       "0.05 for vgg)")->check(finite_positive());
   args->batch_opt = sub->add_option("--batch-size", args->batch_size, "Examples per batch")
                         ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
