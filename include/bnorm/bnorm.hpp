@@ -15,35 +15,16 @@
 #pragma once
 
 #include <bnorm/bnorm.h>
+#include <bnorm/error.hpp>  // Error, Layout, RunningVar
 
 #include <cstdint>
 #include <optional>
 #include <span>
-#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 namespace bnorm {
-
-enum class Layout { channels_first = BNORM_CHANNELS_FIRST, channels_last = BNORM_CHANNELS_LAST };
-
-enum class RunningVar {
-  unbiased = BNORM_RUNNING_VAR_UNBIASED,  // PyTorch, cuDNN, the paper
-  biased = BNORM_RUNNING_VAR_BIASED       // ONNX, Keras 3, d2l
-};
-
-// Every failure of the C++ API: the message names the argument and what was expected;
-// status() is the C API's code for the same failure. Nothing is written when thrown.
-class Error : public std::runtime_error {
- public:
-  Error(bnorm_status status, const std::string& message)
-      : std::runtime_error(message), status_(status) {}
-  bnorm_status status() const noexcept { return status_; }
-
- private:
-  bnorm_status status_;
-};
 
 // A borrowed tensor. sizes are (N, C, *spatial) whatever the layout (like PyTorch);
 // data holds their product of values in (N, C, *spatial) order for channels_first or

@@ -7,7 +7,7 @@
 #pragma once
 
 #include <bnorm/bnorm.h>
-#include <bnorm/bnorm.hpp>
+#include <bnorm/error.hpp>
 
 #include <cstdint>
 #include <span>

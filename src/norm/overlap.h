@@ -10,7 +10,7 @@
 #pragma once
 
 #include <bnorm/bnorm.h>
-#include <bnorm/bnorm.hpp>
+#include <bnorm/error.hpp>
 
 #include <cstdint>
 #include <cstring>

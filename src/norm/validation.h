@@ -4,7 +4,7 @@
 #pragma once
 
 #include <bnorm/bnorm.h>
-#include <bnorm/bnorm.hpp>  // bnorm::Error
+#include <bnorm/error.hpp>  // bnorm::Error
 
 #include <algorithm>
 #include <cstddef>
