@@ -10,6 +10,7 @@
 #include "kernels/batch_norm.h"
 #include "kernels/relu_mask.h"
 #include "norm/overlap.h"
+#include "norm/threads.h"
 #include "norm/validation.h"
 
 namespace bnorm::norm {

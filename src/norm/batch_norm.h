@@ -59,7 +59,4 @@ void backward_inference(const char* op, const Problem& p, const T* x, const T* d
                         double eps, T* dweight, T* dbias, bool relu_fused = false,
                         const ReluGate<T>& gate = {});
 
-// Threads every call uses (>= 1).
-int num_threads();
-
 }  // namespace bnorm::norm

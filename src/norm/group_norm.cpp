@@ -7,6 +7,7 @@
 
 #include "kernels/group_norm.h"
 #include "norm/overlap.h"
+#include "norm/threads.h"
 #include "norm/validation.h"
 
 namespace bnorm::norm {

@@ -9,6 +9,7 @@
 #include "kernels/layer_norm.h"
 #include "norm/batch_norm.h"
 #include "norm/overlap.h"
+#include "norm/threads.h"
 #include "norm/validation.h"
 
 namespace bnorm::norm {

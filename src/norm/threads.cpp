@@ -1,4 +1,4 @@
-// The thread count every call uses: bnorm_set_num_threads(n), or OpenMP's default.
+// The thread count every call uses: set_num_threads(n), or OpenMP's default.
 // Also the debug log: with BNORM_LOG set (and not "0"), the first call says on stderr
 // which compiled variant of the kernels runs, with how many threads, and the policies
 // that choose between the kernels' paths (threads, fused channels, streaming stores).
@@ -11,7 +11,7 @@
 #include "kernels/batch_norm.h"
 #include "kernels/policy.h"
 #include "kernels/isa.h"
-#include "norm/batch_norm.h"
+#include "norm/threads.h"
 
 namespace bnorm::norm {
 namespace {
@@ -36,6 +36,8 @@ bool log_kernel_choice(int threads) {
 }
 }  // namespace
 
+void set_num_threads(int n) { requested_threads.store(n > 0 ? n : 0, std::memory_order_relaxed); }
+
 int num_threads() {
   const int n0 = requested_threads.load(std::memory_order_relaxed);
   static const bool logged = log_kernel_choice(n0 > 0 ? n0 : omp_get_max_threads());
@@ -44,12 +46,6 @@ int num_threads() {
   return n > 0 ? n : omp_get_max_threads();
 }
 
+const char* kernel_isa() { return kernels::kernel_isa(); }
+
 }  // namespace bnorm::norm
-
-extern "C" void bnorm_set_num_threads(int n) {
-  bnorm::norm::requested_threads.store(n > 0 ? n : 0, std::memory_order_relaxed);
-}
-
-extern "C" int bnorm_get_num_threads(void) { return bnorm::norm::num_threads(); }
-
-extern "C" const char* bnorm_kernel_isa(void) { return bnorm::kernels::kernel_isa(); }
