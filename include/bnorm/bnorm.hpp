@@ -131,6 +131,17 @@ struct BatchNormOptions {
   RunningVar running_var = RunningVar::unbiased;
 };
 
+// Where a BatchNorm<T> keeps its parameters and buffers when they live in memory its
+// caller owns (BatchNorm::use_state): each span holds num_features values, or is empty
+// where the module has none (weight and bias without affine, the running statistics
+// without track_running_stats); num_batches_tracked is null exactly when there are no
+// running statistics.
+template <class T>
+struct BatchNormState {
+  std::span<T> weight, bias, running_mean, running_var;
+  int64_t* num_batches_tracked = nullptr;
+};
+
 template <class T>  // float or double
 class BatchNorm {
  public:
@@ -150,25 +161,59 @@ class BatchNorm {
   void eval() { training_ = false; }
   bool is_training() const { return training_; }
 
+  // The mode switch, as torch.nn.BatchNorm's: forward normalizes with the batch's
+  // statistics in training mode or when there are no running statistics, and updates
+  // the running statistics (and counts the batch) in training mode when there are.
+  bool uses_batch_statistics() const { return training_ || !options_.track_running_stats; }
+  bool updates_running_stats() const { return training_ && options_.track_running_stats; }
+
   int64_t num_features() const { return num_features_; }
   const BatchNormOptions& options() const { return options_; }
 
   // Parameters (empty when !affine), buffers (empty when !track_running_stats), grads.
-  std::span<T> weight() { return weight_; }
-  std::span<T> bias() { return bias_; }
-  std::span<T> running_mean() { return running_mean_; }
-  std::span<T> running_var() { return running_var_; }
-  std::span<const T> weight() const { return weight_; }
-  std::span<const T> bias() const { return bias_; }
-  std::span<const T> running_mean() const { return running_mean_; }
-  std::span<const T> running_var() const { return running_var_; }
+  std::span<T> weight() { return borrowed_ ? borrowed_->weight : std::span<T>(weight_); }
+  std::span<T> bias() { return borrowed_ ? borrowed_->bias : std::span<T>(bias_); }
+  std::span<T> running_mean() {
+    return borrowed_ ? borrowed_->running_mean : std::span<T>(running_mean_);
+  }
+  std::span<T> running_var() {
+    return borrowed_ ? borrowed_->running_var : std::span<T>(running_var_);
+  }
+  std::span<const T> weight() const {
+    return borrowed_ ? std::span<const T>(borrowed_->weight) : std::span<const T>(weight_);
+  }
+  std::span<const T> bias() const {
+    return borrowed_ ? std::span<const T>(borrowed_->bias) : std::span<const T>(bias_);
+  }
+  std::span<const T> running_mean() const {
+    return borrowed_ ? std::span<const T>(borrowed_->running_mean)
+                     : std::span<const T>(running_mean_);
+  }
+  std::span<const T> running_var() const {
+    return borrowed_ ? std::span<const T>(borrowed_->running_var)
+                     : std::span<const T>(running_var_);
+  }
   std::span<const T> grad_weight() const { return grad_weight_; }
   std::span<const T> grad_bias() const { return grad_bias_; }
-  int64_t num_batches_tracked() const { return num_batches_tracked_; }
+  int64_t num_batches_tracked() const {
+    return borrowed_ && borrowed_->num_batches_tracked ? *borrowed_->num_batches_tracked
+                                                       : num_batches_tracked_;
+  }
   void set_num_batches_tracked(int64_t count);
   // Like assigning bn.momentum in PyTorch (std::nullopt: the cumulative average);
   // throws bnorm::Error outside [0, 1].
   void set_momentum(std::optional<double> momentum);
+  // Like assigning bn.eps in PyTorch; throws bnorm::Error unless finite and >= 0.
+  void set_eps(double eps);
+
+  // From now on keep weight, bias, the running statistics and num_batches_tracked in
+  // `state`, memory the caller owns (a binding's arrays): its contents are the state
+  // (nothing is copied), every call reads and writes it in place, and the accessors
+  // above return it. It must stay valid while the module uses it, and share no byte
+  // with another buffer of a call (bnorm.h's aliasing rule); a later use_state replaces
+  // it. Throws bnorm::Error, changing nothing, when a span's length or the counter's
+  // presence does not match the module (BatchNormState).
+  void use_state(const BatchNormState<T>& state);
 
   // running_mean = 0, running_var = 1, num_batches_tracked = 0.
   void reset_running_stats();
@@ -178,11 +223,18 @@ class BatchNorm {
  private:
   enum class Saved { nothing, batch_statistics, running_statistics };
 
+  // The batch counter: use_state's when given, else the module's own.
+  int64_t* counter() {
+    return borrowed_ && borrowed_->num_batches_tracked ? borrowed_->num_batches_tracked
+                                                       : &num_batches_tracked_;
+  }
+
   int64_t num_features_;
   BatchNormOptions options_;
   bool training_ = true;
-  std::vector<T> weight_, bias_, running_mean_, running_var_;
+  std::vector<T> weight_, bias_, running_mean_, running_var_;  // unused after use_state
   int64_t num_batches_tracked_ = 0;
+  std::optional<BatchNormState<T>> borrowed_;
   std::vector<T> save_mean_, save_invstd_, grad_weight_, grad_bias_;
   Saved saved_ = Saved::nothing;
   std::vector<int64_t> saved_sizes_;

@@ -5,6 +5,13 @@ num_batches_tracked) updated in place. forward(x) (or bn(x)) returns y; backward
 returns dx and fills grad_weight / grad_bias from what the last forward saved. Like
 autograd, backward uses the last forward's input: do not modify it in between.
 
+Each module holds the C++ module, bnorm::BatchNorm<T> (bound as _bnorm.BatchNormFloat32
+/ 64, python/src/module.cpp), pointed at these arrays: the train/eval mode and what it
+switches (batch or running statistics, updating them or not), momentum and the
+cumulative average, what forward saves for backward, the channel check and the resets
+are the C++ module's. This file adds PyTorch's names, the checks of Python types and
+input ranks, and state_dict / load_state_dict.
+
 State is checked as the C and C++ APIs check it, when it is assigned:
   - weight, bias, running_mean, running_var: an assigned array is used as it is (in
     place, like a registered buffer) and must be a numpy array of the module's dtype and
@@ -13,13 +20,16 @@ State is checked as the C and C++ APIs check it, when it is assigned:
     None only where the module has none (affine=False / track_running_stats=False).
   - num_batches_tracked: a 0-d int64 array; assigning an integer in [0, INT64_MAX]
     writes it into that array. A training forward refuses to count a batch at INT64_MAX
-    and checks the count at every call (as the C API does), so it never wraps, and
-    momentum=None's factor 1 / (num_batches_tracked + 1) is computed by the C++
-    front-end.
+    and checks the count at every call (as the C API does), so it never wraps;
+    momentum=None's factor is 1 / (num_batches_tracked + 1).
   - eps, momentum: checked as in the constructor; training / train(mode): a bool.
   - num_features, dtype, affine, track_running_stats, running_var_estimator are fixed at
     construction (read-only).
 A failing forward, assignment, reset or load_state_dict changes nothing.
+
+copy.copy, copy.deepcopy and pickle keep the settings, mode, arrays and grads (copy.copy
+shares the arrays, as it does any attribute); the copy has no saved forward, so its
+backward needs a forward of its own first.
 """
 from collections import OrderedDict, namedtuple
 from collections.abc import Mapping
@@ -30,8 +40,11 @@ from . import _bnorm
 from .functional import _check_bool, _check_estimator, _check_scalar
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_NATIVE = {np.dtype(np.float32): _bnorm.BatchNormFloat32,
+           np.dtype(np.float64): _bnorm.BatchNormFloat64}
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _COUNTER = "num_batches_tracked"
+_ARRAYS = ("weight", "bias", "running_mean", "running_var", _COUNTER)  # hold_state's order
 
 # What load_state_dict returns, as torch's does.
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -75,12 +88,18 @@ class _PerChannel:
         return self if module is None else getattr(module, self.slot)
 
     def __set__(self, module, value):
-        setattr(module, self.slot, module._checked(self.name, value))
+        value = module._checked(self.name, value)
+        module._hold_state(**{self.name: value})
+        setattr(module, self.slot, value)
 
 
-def _read_only(slot):
-    return property(lambda self: getattr(self, slot),
+def _setting(name):
+    return property(lambda self: getattr(self._native, name),
                     doc="Fixed at construction (the C++ module's options() are const).")
+
+
+def _checked_momentum(value):
+    return None if value is None else _check_scalar("momentum", value, 0.0, 1.0)
 
 
 class _BatchNorm:
@@ -90,11 +109,11 @@ class _BatchNorm:
     bias = _PerChannel()
     running_mean = _PerChannel()
     running_var = _PerChannel()
-    num_features = _read_only("_num_features")
-    dtype = _read_only("_dtype")
-    affine = _read_only("_affine")
-    track_running_stats = _read_only("_track_running_stats")
-    running_var_estimator = _read_only("_running_var_estimator")
+    num_features = _setting("num_features")
+    dtype = property(lambda self: self._dtype, doc="Fixed at construction.")
+    affine = _setting("affine")
+    track_running_stats = _setting("track_running_stats")
+    running_var_estimator = _setting("running_var_estimator")
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=np.float32, *,
@@ -107,52 +126,63 @@ class _BatchNorm:
         if dtype not in _DTYPES:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         _check_estimator(running_var_estimator)
-        self._num_features = int(num_features)
-        self.eps = eps
-        self.momentum = momentum
-        self._affine = _check_bool("affine", affine)
-        self._track_running_stats = _check_bool("track_running_stats", track_running_stats)
-        self._running_var_estimator = running_var_estimator
+        eps = _check_scalar("eps", eps, 0.0)
+        momentum = _checked_momentum(momentum)
+        affine = _check_bool("affine", affine)
+        track_running_stats = _check_bool("track_running_stats", track_running_stats)
         self._dtype = dtype
-        self.training = True
-        c = self.num_features
-        self._weight = np.ones(c, dtype) if self.affine else None
-        self._bias = np.zeros(c, dtype) if self.affine else None
+        self._native = _NATIVE[dtype](int(num_features), eps, momentum, affine,
+                                      track_running_stats, running_var_estimator)
+        self._new_arrays()
+        self._native.reset_parameters()
+        self.grad_weight = None
+        self.grad_bias = None
+        self._input = None  # the last forward's x, which backward differentiates at
+
+    def _new_arrays(self):
+        """The module's own arrays (uninitialized), held by the C++ module."""
+        c, dtype = self.num_features, self.dtype
+        self._weight = np.empty(c, dtype) if self.affine else None
+        self._bias = np.empty(c, dtype) if self.affine else None
         if self.track_running_stats:
-            self._running_mean = np.zeros(c, dtype)
-            self._running_var = np.ones(c, dtype)
+            self._running_mean = np.empty(c, dtype)
+            self._running_var = np.empty(c, dtype)
             self._num_batches_tracked = np.zeros((), np.int64)
         else:
             self._running_mean = self._running_var = self._num_batches_tracked = None
-        self.grad_weight = None
-        self.grad_bias = None
-        self._saved = None
+        self._hold_state()
+
+    def _hold_state(self, **changes):
+        """Point the C++ module at the arrays (with `changes` replacing some); raises,
+        changing nothing, if one does not fit."""
+        self._native.hold_state(*(changes[name] if name in changes else getattr(self, "_" + name)
+                                  for name in _ARRAYS))
 
     # ---- checked attributes ------------------------------------------------------------
     @property
     def eps(self):
-        return self._eps
+        return self._native.eps
 
     @eps.setter
     def eps(self, value):
-        self._eps = _check_scalar("eps", value, 0.0)
+        self._native.eps = _check_scalar("eps", value, 0.0)
 
     @property
     def momentum(self):
         """The running statistics' factor in [0, 1], or None for the cumulative average."""
-        return self._momentum
+        return self._native.momentum
 
     @momentum.setter
     def momentum(self, value):
-        self._momentum = None if value is None else _check_scalar("momentum", value, 0.0, 1.0)
+        self._native.momentum = _checked_momentum(value)
 
     @property
     def training(self):
-        return self._training
+        return self._native.training
 
     @training.setter
     def training(self, value):
-        self._training = _check_bool("training", value)
+        self._native.training = _check_bool("training", value)
 
     @property
     def num_batches_tracked(self):
@@ -166,7 +196,7 @@ class _BatchNorm:
             return
         count = _checked_count(_COUNTER, value)
         self._require_writable([_COUNTER], "num_batches_tracked =")
-        self._num_batches_tracked[...] = count
+        self._native.set_num_batches_tracked(count)
 
     def _has(self, name):
         return self.affine if name in ("weight", "bias") else self.track_running_stats
@@ -224,19 +254,15 @@ class _BatchNorm:
         return self.train(False)
 
     def reset_running_stats(self):
-        if self.track_running_stats:
-            self._require_writable(["running_mean", "running_var", _COUNTER],
-                                   "reset_running_stats()")
-            self.running_mean[...] = 0
-            self.running_var[...] = 1
-            self.num_batches_tracked[...] = 0
+        """running_mean = 0, running_var = 1, num_batches_tracked = 0."""
+        self._require_writable(["running_mean", "running_var", _COUNTER],
+                               "reset_running_stats()")
+        self._native.reset_running_stats()
 
     def reset_parameters(self):
+        """weight = 1, bias = 0, and reset_running_stats()."""
         self._require_writable(self._state_names(), "reset_parameters()")
-        self.reset_running_stats()
-        if self.affine:
-            self.weight[...] = 1
-            self.bias[...] = 0
+        self._native.reset_parameters()
 
     # ---- compute ------------------------------------------------------------------------
     def _check_input(self, x):
@@ -249,45 +275,25 @@ class _BatchNorm:
                             f"{x.dtype} input (construct it with dtype=np.{x.dtype})"
                             if x.dtype in _DTYPES else
                             f"x must be float32 or float64, got {x.dtype}")
-        if x.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}: x has {x.shape[1]} channels (dim 1), "
-                             f"expected num_features = {self.num_features}")
         return x
 
     def forward(self, x):
+        """The C++ module's forward (BatchNorm<T>::forward): batch statistics in training
+        mode or without running statistics, which a training forward updates (by momentum
+        or 1 / (num_batches_tracked + 1)) and counts; running statistics in eval mode. A
+        failing call changes nothing, the statistics saved for backward included."""
         x = self._check_input(x)
-        if self.training or not self.track_running_stats:
-            # The C++ front-end checks the count (>= 0, < INT64_MAX), moves the running
-            # statistics by momentum or 1 / (count + 1) and counts the batch, all after
-            # every check: a failing call changes nothing.
-            update = self.training and self.track_running_stats
-            y, save_mean, save_invstd = _bnorm.forward_training(
-                x, self.weight, self.bias,
-                self.running_mean if update else None, self.running_var if update else None,
-                self.momentum if update else 0.0, self.eps, self.running_var_estimator,
-                num_batches_tracked=self.num_batches_tracked if update else None)
-            self._saved = ("batch", x, save_mean, save_invstd)
-        else:
-            y = _bnorm.forward_inference(x, self.weight, self.bias, self.running_mean,
-                                         self.running_var, self.eps)
-            self._saved = ("running", x)
+        y = self._native.forward(x)
+        self._input = x
         return y
 
     __call__ = forward
 
     def backward(self, dy):
         """dx for the last forward; sets grad_weight and grad_bias (when affine)."""
-        if self._saved is None:
+        if self._input is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
-        kind, x = self._saved[0], self._saved[1]
-        if kind == "batch":
-            dx, dw, db = _bnorm.backward(x, dy, self.weight, self._saved[2], self._saved[3],
-                                         True, self.affine, self.affine)
-        else:
-            dx, dw, db = _bnorm.backward_inference(x, dy, self.weight, self.running_mean,
-                                                   self.running_var, self.eps, True,
-                                                   self.affine, self.affine)
-        self.grad_weight, self.grad_bias = dw, db
+        dx, self.grad_weight, self.grad_bias = self._native.backward(self._input, dy)
         return dx
 
     # ---- state ----------------------------------------------------------------------------
@@ -360,6 +366,23 @@ class _BatchNorm:
         for name, value in values.items():
             getattr(self, name)[...] = value
         return IncompatibleKeys(missing, unexpected)
+
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_native", "_input")}
+        state["_settings"] = (self.num_features, self.eps, self.momentum, self.affine,
+                              self.track_running_stats, self.running_var_estimator,
+                              self.training)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        num_features, eps, momentum, affine, track, estimator, training = state.pop("_settings")
+        self.__dict__.update(state)
+        self._native = _NATIVE[self._dtype](num_features, eps, momentum, affine, track,
+                                            estimator)
+        self._native.training = training
+        self._input = None
+        self._hold_state()
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.num_features}, eps={self.eps}, "

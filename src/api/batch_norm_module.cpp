@@ -19,6 +19,26 @@ void check_momentum(const char* op, std::optional<double> momentum) {
                 std::string(op) + ": momentum must be in [0, 1] (or std::nullopt for the "
                 "cumulative average), got " + std::to_string(*momentum));
 }
+
+void check_eps(const char* op, double eps) {
+  if (!std::isfinite(eps) || eps < 0)
+    throw Error(BNORM_ERROR_INVALID_VALUE,
+                std::string(op) + ": eps must be finite and >= 0, got " + std::to_string(eps));
+}
+
+// A span of use_state's: num_features values where the module has that state, else empty.
+template <class T>
+void check_state_span(const char* name, std::span<T> values, int64_t num_features,
+                      bool present, const char* flag) {
+  const auto want = static_cast<size_t>(present ? num_features : 0);
+  if (values.size() != want)
+    throw Error(BNORM_ERROR_SHAPE_MISMATCH,
+                std::string("BatchNorm::use_state: ") + name + " has " +
+                    std::to_string(values.size()) + " values, expected " +
+                    (present ? "num_features = " + std::to_string(num_features)
+                             : std::string("none (the module was built with ") + flag +
+                                   " = false)"));
+}
 }  // namespace
 
 template <class T>
@@ -28,14 +48,18 @@ void BatchNorm<T>::set_momentum(std::optional<double> momentum) {
 }
 
 template <class T>
+void BatchNorm<T>::set_eps(double eps) {
+  check_eps("BatchNorm::set_eps", eps);
+  options_.eps = eps;
+}
+
+template <class T>
 BatchNorm<T>::BatchNorm(int64_t num_features, BatchNormOptions options)
     : num_features_(num_features), options_(options) {
   if (num_features < 1)
     throw Error(BNORM_ERROR_INVALID_SHAPE,
                 "BatchNorm: num_features must be >= 1, got " + std::to_string(num_features));
-  if (!std::isfinite(options_.eps) || options_.eps < 0)
-    throw Error(BNORM_ERROR_INVALID_VALUE,
-                "BatchNorm: eps must be finite and >= 0, got " + std::to_string(options_.eps));
+  check_eps("BatchNorm", options_.eps);
   check_momentum("BatchNorm", options_.momentum);
   const auto c = static_cast<size_t>(num_features);
   api::allocation_failures_as_errors("BatchNorm", [&] {
@@ -56,16 +80,33 @@ BatchNorm<T>::BatchNorm(int64_t num_features, BatchNormOptions options)
 }
 
 template <class T>
+void BatchNorm<T>::use_state(const BatchNormState<T>& state) {
+  check_state_span("weight", state.weight, num_features_, options_.affine, "affine");
+  check_state_span("bias", state.bias, num_features_, options_.affine, "affine");
+  const bool track = options_.track_running_stats;
+  check_state_span("running_mean", state.running_mean, num_features_, track,
+                   "track_running_stats");
+  check_state_span("running_var", state.running_var, num_features_, track,
+                   "track_running_stats");
+  if (track != (state.num_batches_tracked != nullptr))
+    throw Error(track ? BNORM_ERROR_NULL_POINTER : BNORM_ERROR_INVALID_VALUE,
+                std::string("BatchNorm::use_state: num_batches_tracked must ") +
+                    (track ? "not be null (the module tracks running statistics)"
+                           : "be null (the module was built with track_running_stats = false)"));
+  borrowed_ = state;
+}
+
+template <class T>
 void BatchNorm<T>::reset_running_stats() {
-  std::fill(running_mean_.begin(), running_mean_.end(), T(0));
-  std::fill(running_var_.begin(), running_var_.end(), T(1));
-  num_batches_tracked_ = 0;
+  std::ranges::fill(running_mean(), T(0));
+  std::ranges::fill(running_var(), T(1));
+  *counter() = 0;
 }
 
 template <class T>
 void BatchNorm<T>::reset_parameters() {
-  std::fill(weight_.begin(), weight_.end(), T(1));
-  std::fill(bias_.begin(), bias_.end(), T(0));
+  std::ranges::fill(weight(), T(1));
+  std::ranges::fill(bias(), T(0));
   reset_running_stats();
 }
 
@@ -74,7 +115,7 @@ void BatchNorm<T>::set_num_batches_tracked(int64_t count) {
   if (count < 0)
     throw Error(BNORM_ERROR_INVALID_VALUE,
                 "BatchNorm: num_batches_tracked must be >= 0, got " + std::to_string(count));
-  num_batches_tracked_ = count;
+  *counter() = count;
 }
 
 template <class T>
@@ -83,22 +124,22 @@ void BatchNorm<T>::forward(const TensorView<const T>& x, const TensorView<T>& y)
     throw Error(BNORM_ERROR_SHAPE_MISMATCH,
                 "BatchNorm::forward: x has " + std::to_string(x.sizes[1]) +
                     " channels (dim 1), expected num_features = " + std::to_string(num_features_));
-  const bool batch_statistics = training_ || !options_.track_running_stats;
+  const bool batch_statistics = uses_batch_statistics();
   // Room for the sizes is made before anything is written (a failing allocation here
   // changes nothing), and only grows: a steady training loop allocates nothing.
   api::allocation_failures_as_errors("BatchNorm::forward",
                                      [&] { saved_sizes_.reserve(x.sizes.size()); });
   if (batch_statistics) {
-    const bool update = training_ && options_.track_running_stats;
+    const bool update = updates_running_stats();
     // Without an update the momentum is unused (and the cumulative average has no count).
     const RunningStatsUpdate u{update ? options_.momentum : std::optional<double>(0.0),
-                               options_.running_var, update ? &num_batches_tracked_ : nullptr};
-    batch_norm_forward_training<T>(x, y, weight_, bias_, options_.eps, u,
-                                   update ? std::span<T>(running_mean_) : std::span<T>(),
-                                   update ? std::span<T>(running_var_) : std::span<T>(),
-                                   save_mean_, save_invstd_);
+                               options_.running_var, update ? counter() : nullptr};
+    batch_norm_forward_training<T>(x, y, weight(), bias(), options_.eps, u,
+                                   update ? running_mean() : std::span<T>(),
+                                   update ? running_var() : std::span<T>(), save_mean_,
+                                   save_invstd_);
   } else {
-    batch_norm_forward_inference<T>(x, y, weight_, bias_, running_mean_, running_var_,
+    batch_norm_forward_inference<T>(x, y, weight(), bias(), running_mean(), running_var(),
                                     options_.eps);
   }
   saved_ = batch_statistics ? Saved::batch_statistics : Saved::running_statistics;
@@ -116,9 +157,9 @@ void BatchNorm<T>::backward(const TensorView<const T>& x, const TensorView<const
                 "and layout)");
   const std::span<T> dweight = grad_weight_, dbias = grad_bias_;
   if (saved_ == Saved::batch_statistics)
-    batch_norm_backward<T>(x, dy, dx, weight_, save_mean_, save_invstd_, dweight, dbias);
+    batch_norm_backward<T>(x, dy, dx, weight(), save_mean_, save_invstd_, dweight, dbias);
   else
-    batch_norm_backward_inference<T>(x, dy, dx, weight_, running_mean_, running_var_,
+    batch_norm_backward_inference<T>(x, dy, dx, weight(), running_mean(), running_var(),
                                      options_.eps, dweight, dbias);
 }
 
