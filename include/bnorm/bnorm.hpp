@@ -1,4 +1,4 @@
-// bnorm: batch normalization, C++ API.
+// bnorm: batch normalization, C++ API (and, through norms.hpp at the end, the family).
 //
 // The same operations as the C API (bnorm.h; formulas and conventions are documented
 // there), with tensor shapes instead of flat sizes, spans whose lengths are checked,
@@ -15,7 +15,8 @@
 #pragma once
 
 #include <bnorm/bnorm.h>
-#include <bnorm/error.hpp>  // Error, Layout, RunningVar
+#include <bnorm/error.hpp>        // Error, Layout, RunningVar
+#include <bnorm/tensor_view.hpp>  // TensorView
 
 #include <cstdint>
 #include <optional>
@@ -25,26 +26,6 @@
 #include <vector>
 
 namespace bnorm {
-
-// A borrowed tensor. sizes are (N, C, *spatial) whatever the layout (like PyTorch);
-// data holds their product of values in (N, C, *spatial) order for channels_first or
-// (N, *spatial, C) order for channels_last. Rank 2 to 5 is what people use; any rank
-// >= 2 is accepted.
-template <class T>
-struct TensorView {
-  T* data = nullptr;
-  std::vector<int64_t> sizes;
-  Layout layout = Layout::channels_first;
-
-  TensorView() = default;
-  TensorView(T* data_, std::vector<int64_t> sizes_, Layout layout_ = Layout::channels_first)
-      : data(data_), sizes(std::move(sizes_)), layout(layout_) {}
-  // A view of T converts to a view of const T.
-  template <class U>
-    requires std::is_same_v<const U, T>
-  TensorView(const TensorView<U>& other)  // NOLINT(google-explicit-constructor)
-      : data(other.data), sizes(other.sizes), layout(other.layout) {}
-};
 
 // How a training forward updates running statistics. momentum nullopt = cumulative
 // average (PyTorch's momentum=None), which needs num_batches_tracked.
@@ -252,3 +233,6 @@ inline const char* version() { return bnorm_version_string(); }
 inline const char* kernel_isa() { return bnorm_kernel_isa(); }
 
 }  // namespace bnorm
+
+// The normalization family beside batch norm: LayerNorm, RMSNorm, GroupNorm, InstanceNorm.
+#include <bnorm/norms.hpp>

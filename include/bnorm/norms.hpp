@@ -1,5 +1,5 @@
 // bnorm: the normalization family beside batch norm, C++ API. <bnorm/bnorm.hpp> includes
-// this header; TensorView, Layout and Error are its.
+// this header; TensorView, Layout and Error are tensor_view.hpp's and error.hpp's.
 //
 // What each normalizes over (docs/normalizations.md has the formulas):
 //   layer norm     each sample over the trailing normalized_shape; weight, bias per element
@@ -18,7 +18,8 @@
 // "not given" (weight 1, bias 0, not saved, not computed).
 #pragma once
 
-#include <bnorm/bnorm.hpp>
+#include <bnorm/error.hpp>
+#include <bnorm/tensor_view.hpp>
 
 #include <cstdint>
 #include <optional>

@@ -1,6 +1,7 @@
 // The family's modules (norms.hpp) over the functional API, following torch.nn.LayerNorm,
 // RMSNorm (PyTorch 2.4), GroupNorm and InstanceNorm{1,2,3}d: parameters, the statistics
 // the last forward saved, and the gradients of the last backward.
+#include <bnorm/bnorm.hpp>  // batch norm's fixed-statistics map (InstanceNorm in eval)
 #include <bnorm/norms.hpp>
 
 #include <algorithm>
