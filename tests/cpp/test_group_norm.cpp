@@ -50,8 +50,10 @@ double tolerance() {
   return sizeof(T) == 4 ? 2e-6 : 1e-12;
 }
 
+// y within y_tolerance norm-wise of the reference (the 1e-6 for float32 at large
+// means; a little looser on tiny groups, where one rounding is a larger share).
 template <class T>
-void check_forward_backward(const Case& k, double offset) {
+void check_forward_backward(const Case& k, double offset, double y_tolerance = tolerance<T>()) {
   SCOPED_TRACE(::testing::Message() << "(" << k.n << ", " << k.c << ", " << k.spatial
                                     << ") groups " << k.groups << (k.channels_last ? " cl" : " cf")
                                     << " offset " << offset << " " << sizeof(T) * 8 << "-bit");
@@ -68,7 +70,7 @@ void check_forward_backward(const Case& k, double offset) {
   ref::group_norm_forward<T>(rg, k.groups, x.data(), y_ref.data(), w.data(), b.data(), 1e-5,
                              mean_ref.data(), rstd_ref.data());
   EXPECT_LT(bnorm::test::norm_relative_error(bnorm::test::to_double(y), bnorm::test::to_double(y_ref)),
-            tolerance<T>());
+            y_tolerance);
   EXPECT_LT(bnorm::test::max_relative_error(rstd, bnorm::test::to_double(rstd_ref)), tolerance<T>());
   // The mean to within the tolerance of its group's scale: |mean| + std.
   for (int64_t i = 0; i < ng; ++i)
@@ -138,7 +140,10 @@ TEST(GroupNorm, MatchesReferenceBothLayoutsEveryGroupingFloat32) {
 TEST(GroupNorm, Float32KeepsItsDigitsAtLargeMeans) {
   // |mean| up to 1e6 x std: the output stays within 1e-6 norm-wise of the exact one.
   for (double offset : {2000.0, 1e4, 1e6})
-    for (bool cl : {false, true}) check_forward_backward<float>(Case{4, 8, 49, 4, cl}, offset);
+    for (bool cl : {false, true}) {
+      check_forward_backward<float>(Case{4, 8, 49, 4, cl}, offset, 1e-6);
+      check_forward_backward<float>(Case{2, 64, 300, 64, cl}, offset, 1e-6);  // instance norm
+    }
 }
 
 TEST(GroupNorm, LayoutsGiveTheSameValuesTransposed) {
