@@ -10,6 +10,14 @@ PyTorch names, numpy arrays:
 
     y = bnorm.batch_norm(x, running_mean, running_var, training=True)  # functional
     y = bnorm.batch_norm_relu(x, running_mean, running_var, training=True)  # fused ReLU
+
+The rest of the family, with torch.nn's names and defaults (python/bnorm/norms.py):
+
+    ln = bnorm.LayerNorm(768)             # also RMSNorm(768, eps=None), GroupNorm(32, 256),
+    y = ln(x); dx = ln.backward(dy)       # InstanceNorm1d/2d/3d(64, affine=False, ...)
+    y = bnorm.layer_norm(x, (768,), w, b)             # like F.layer_norm; also rms_norm,
+    y, mean, rstd = bnorm.layer_norm_training(x, (768,), w, b)  # group_norm, instance_norm
+    dx, dw, db = bnorm.layer_norm_backward(x, dy, (768,), mean, rstd, w)
 """
 from . import _bnorm
 from .functional import (
@@ -23,6 +31,29 @@ from .functional import (
     batch_norm_training,
 )
 from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from .norm_functional import (
+    group_norm,
+    group_norm_backward,
+    group_norm_training,
+    instance_norm,
+    instance_norm_backward,
+    instance_norm_backward_inference,
+    instance_norm_training,
+    layer_norm,
+    layer_norm_backward,
+    layer_norm_training,
+    rms_norm,
+    rms_norm_backward,
+    rms_norm_training,
+)
+from .norms import (
+    GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    InstanceNorm3d,
+    LayerNorm,
+    RMSNorm,
+)
 
 __version__ = _bnorm.__version__
 set_num_threads = _bnorm.set_num_threads
@@ -41,6 +72,25 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "layer_norm",
+    "layer_norm_training",
+    "layer_norm_backward",
+    "rms_norm",
+    "rms_norm_training",
+    "rms_norm_backward",
+    "group_norm",
+    "group_norm_training",
+    "group_norm_backward",
+    "instance_norm",
+    "instance_norm_training",
+    "instance_norm_backward",
+    "instance_norm_backward_inference",
+    "LayerNorm",
+    "RMSNorm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
     "set_num_threads",
     "get_num_threads",
     "kernel_isa",

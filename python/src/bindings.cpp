@@ -1,5 +1,5 @@
 // bnorm._bnorm: numpy bindings of the C++ functional API (pybind11), and of the C++
-// module (module.cpp).
+// module (module.cpp); the family's in norm_functional.cpp and norm_modules.cpp.
 //
 // Arrays are (N, C, *spatial) as in PyTorch, in either memory layout (arrays.h).
 // dtype float32 or float64, the same for every array of a call; anything else is a
@@ -292,6 +292,8 @@ py::tuple relu_backward_inference(py::handle x, py::handle dy, py::handle weight
 
 namespace bnorm::python {
 void bind_batch_norm_module(py::module_& m);  // module.cpp
+void bind_norm_functional(py::module_& m);    // norm_functional.cpp
+void bind_norm_modules(py::module_& m);       // norm_modules.cpp
 }  // namespace bnorm::python
 
 PYBIND11_MODULE(_bnorm, m) {
@@ -349,6 +351,8 @@ PYBIND11_MODULE(_bnorm, m) {
         "Backward of the fused inference forward (statistics fixed), gated by exactly one of "
         "y and relu_mask: returns (dx, dweight, dbias).");
   bnorm::python::bind_batch_norm_module(m);
+  bnorm::python::bind_norm_functional(m);
+  bnorm::python::bind_norm_modules(m);
   m.def("set_num_threads", &bnorm::set_num_threads, py::arg("n"),
         "Threads for every call; n <= 0 restores the default. Results do not depend on it.");
   m.def("get_num_threads", &bnorm::get_num_threads);

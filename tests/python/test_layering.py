@@ -3,7 +3,8 @@
 - src/norm/ (the front-ends) sees of the C++ API only <bnorm/error.hpp>: the public C++
   header <bnorm/bnorm.hpp> is built on the front-ends, not below them.
 - Every C API function (extern "C" bnorm_*) is defined in src/api/.
-- The Python modules run the C++ module: they call none of the functional bindings
+- The Python modules (BatchNorm*d in modules.py, the family in norms.py) run the C++
+  modules: they call none of the functional bindings
   (which would mean the mode switch, momentum or saved statistics written again here).
 """
 import pathlib
@@ -48,3 +49,19 @@ def test_python_modules_call_the_cpp_module_not_the_functional_bindings():
     functional = re.findall(r"_bnorm\.(\w*(?:forward|backward)\w*)", source)
     assert functional == []
     assert "_bnorm.BatchNormFloat32" in source and "_bnorm.BatchNormFloat64" in source
+
+
+def test_family_modules_call_the_cpp_modules_not_the_functional_bindings():
+    """python/bnorm/norms.py holds bnorm::LayerNorm<T>, RMSNorm<T>, GroupNorm<T> and
+    InstanceNorm<T> (python/src/norm_modules.cpp) and calls no functional binding, nor the
+    Python functional API (which would be the module logic written again)."""
+    source = (ROOT / "python/bnorm/norms.py").read_text()
+    assert re.findall(r"_bnorm\.(\w*(?:forward|backward)\w*)", source) == []
+    assert re.findall(r"\b(?:layer|rms|group|instance|batch)_norm\w*\(", source) == []
+    for kind in ("LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm"):
+        assert f'_kind = "{kind}"' in source, kind
+    assert 'f"{kind}Float{8 * dtype.itemsize}"' in source
+    bound = (ROOT / "python/src/norm_modules.cpp").read_text()
+    for kind in ("LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm"):
+        for bits in (32, 64):
+            assert f'"{kind}Float{bits}"' in bound
