@@ -18,16 +18,6 @@ namespace ref = bnorm::reference;
 using bnorm::Layout;
 using bnorm::TensorView;
 
-template <class F>
-void expect_error(bnorm_status status, const char* needle, F&& call) {
-  try {
-    call();
-    ADD_FAILURE() << "no error; expected one containing " << needle;
-  } catch (const bnorm::Error& e) {
-    EXPECT_EQ(e.status(), status) << e.what();
-    EXPECT_NE(std::strstr(e.what(), needle), nullptr) << e.what();
-  }
-}
 
 TEST(LayerNormModule, MatchesTheReferenceOverTheTrailingDims) {
   const std::vector<int64_t> sizes{3, 2, 4, 5};  // normalized over (4, 5): 6 rows of 20
@@ -58,19 +48,19 @@ TEST(LayerNormModule, MatchesTheReferenceOverTheTrailingDims) {
 TEST(LayerNormModule, RefusesShapesItCannotNormalize) {
   bnorm::LayerNorm<float> ln({4, 5});
   std::vector<float> x(60), y(60);
-  expect_error(BNORM_ERROR_INVALID_SHAPE, "must end with normalized_shape [4, 5]",
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_SHAPE, "must end with normalized_shape [4, 5]",
                [&] { ln.forward({x.data(), {3, 5, 4}}, {y.data(), {3, 5, 4}}); });
-  expect_error(BNORM_ERROR_INVALID_SHAPE, "row-major", [&] {
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_SHAPE, "row-major", [&] {
     ln.forward({x.data(), {3, 4, 5}, Layout::channels_last}, {y.data(), {3, 4, 5}, Layout::channels_last});
   });
-  expect_error(BNORM_ERROR_SHAPE_MISMATCH, "y is",
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_SHAPE_MISMATCH, "y is",
                [&] { ln.forward({x.data(), {3, 4, 5}}, {y.data(), {3, 20}}); });
-  expect_error(BNORM_ERROR_INVALID_STATE, "before any forward", [&] {
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_STATE, "before any forward", [&] {
     ln.backward({x.data(), {3, 4, 5}}, {x.data(), {3, 4, 5}}, {y.data(), {3, 4, 5}});
   });
-  expect_error(BNORM_ERROR_INVALID_SHAPE, "normalized_shape must have at least one",
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_SHAPE, "normalized_shape must have at least one",
                [] { bnorm::LayerNorm<float> bad({}); });
-  expect_error(BNORM_ERROR_INVALID_VALUE, "eps",
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "eps",
                [] { bnorm::LayerNorm<float> bad({3}, {0.0, true, true}); });
   bnorm::LayerNorm<float> no_bias({20}, {1e-5, true, false});
   EXPECT_EQ(no_bias.weight().size(), 20u);
@@ -115,11 +105,11 @@ TEST(GroupNormModule, MatchesTheReferenceInBothLayouts) {
     const std::vector<double> dw(gn.grad_weight().begin(), gn.grad_weight().end());
     EXPECT_LT(bnorm::test::norm_relative_error(dw, dw_ref), 1e-10);
   }
-  expect_error(BNORM_ERROR_INVALID_VALUE, "num_channels must be divisible by num_groups",
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "num_channels must be divisible by num_groups",
                [] { bnorm::GroupNorm<float> bad(4, 6); });
   bnorm::GroupNorm<float> gn(2, 6);
   std::vector<float> x(40), y(40);
-  expect_error(BNORM_ERROR_SHAPE_MISMATCH, "expected num_channels = 6",
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_SHAPE_MISMATCH, "expected num_channels = 6",
                [&] { gn.forward({x.data(), {2, 4, 5}}, {y.data(), {2, 4, 5}}); });
 }
 
@@ -163,7 +153,7 @@ TEST(InstanceNormModule, TrainEvalAndRunningStatisticsFollowPyTorch) {
   ref::instance_norm_forward_training<double>(g, x.data(), y_ref.data(), nullptr, nullptr, 1e-5,
                                               nullptr, nullptr);
   EXPECT_LT(bnorm::test::norm_relative_error(y, y_ref), 1e-12);
-  expect_error(BNORM_ERROR_INVALID_VALUE, "momentum",
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "momentum",
                [] { bnorm::InstanceNorm<float> bad(3, {1e-5, 2.0, false, true}); });
 }
 

@@ -228,17 +228,6 @@ TEST(InstanceNorm, TrainingMatchesReferenceWithRunningStatistics) {
     }
 }
 
-// A failing call names the argument and writes nothing.
-template <class F>
-void expect_refused(bnorm_status status, const char* needle, F&& call) {
-  try {
-    call();
-    ADD_FAILURE() << "no error; expected one naming " << needle;
-  } catch (const bnorm::Error& e) {
-    EXPECT_EQ(e.status(), status) << e.what();
-    EXPECT_NE(std::strstr(e.what(), needle), nullptr) << e.what();
-  }
-}
 
 TEST(GroupNorm, BadArgumentsAreRefusedAndNothingIsWritten) {
   const Problem p{BNORM_CHANNELS_FIRST, 2, 6, 5};
@@ -248,33 +237,33 @@ TEST(GroupNorm, BadArgumentsAreRefusedAndNothingIsWritten) {
     bnorm::norm::group_norm_forward<float>("group_norm", q, groups, x.data(), out, nullptr,
                                            nullptr, eps, mean.data(), rstd.data());
   };
-  expect_refused(BNORM_ERROR_INVALID_VALUE, "groups must divide", [&] { forward(p, 4, 1e-5, y.data()); });
-  expect_refused(BNORM_ERROR_INVALID_VALUE, "groups must be >= 1", [&] { forward(p, 0, 1e-5, y.data()); });
-  expect_refused(BNORM_ERROR_INVALID_VALUE, "eps", [&] { forward(p, 2, 0.0, y.data()); });
-  expect_refused(BNORM_ERROR_INVALID_VALUE, "eps", [&] { forward(p, 2, -1.0, y.data()); });
-  expect_refused(BNORM_ERROR_INVALID_VALUE, "eps", [&] { forward(p, 2, NAN, y.data()); });
-  expect_refused(BNORM_ERROR_NULL_POINTER, "y", [&] { forward(p, 2, 1e-5, nullptr); });
-  expect_refused(BNORM_ERROR_INVALID_SHAPE, "n must be >= 1",
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "groups must divide", [&] { forward(p, 4, 1e-5, y.data()); });
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "groups must be >= 1", [&] { forward(p, 0, 1e-5, y.data()); });
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "eps", [&] { forward(p, 2, 0.0, y.data()); });
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "eps", [&] { forward(p, 2, -1.0, y.data()); });
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "eps", [&] { forward(p, 2, NAN, y.data()); });
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_NULL_POINTER, "y", [&] { forward(p, 2, 1e-5, nullptr); });
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_SHAPE, "n must be >= 1",
                  [&] { forward(Problem{BNORM_CHANNELS_FIRST, 0, 6, 5}, 2, 1e-5, y.data()); });
-  expect_refused(BNORM_ERROR_TOO_FEW_VALUES, "1 value per group",
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_TOO_FEW_VALUES, "1 value per group",
                  [&] { forward(Problem{BNORM_CHANNELS_FIRST, 2, 6, 1}, 6, 1e-5, y.data()); });
   // save_mean overlapping y.
-  expect_refused(BNORM_ERROR_OVERLAP, "save_mean", [&] {
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_OVERLAP, "save_mean", [&] {
     bnorm::norm::group_norm_forward<float>("group_norm", p, 2, x.data(), y.data(), nullptr,
                                            nullptr, 1e-5, y.data() + 10, nullptr);
   });
   EXPECT_EQ(y, untouched);
-  expect_refused(BNORM_ERROR_NULL_POINTER, "save_rstd", [&] {
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_NULL_POINTER, "save_rstd", [&] {
     bnorm::norm::group_norm_backward<float>("group_norm", p, 2, x.data(), x.data(), y.data(),
                                             nullptr, mean.data(), nullptr, nullptr, nullptr);
   });
   EXPECT_EQ(y, untouched);
-  expect_refused(BNORM_ERROR_TOO_FEW_VALUES, "spatial element", [&] {
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_TOO_FEW_VALUES, "spatial element", [&] {
     bnorm::norm::instance_norm_forward_training<float>(
         "instance_norm", Problem{BNORM_CHANNELS_FIRST, 4, 3, 1}, x.data(), y.data(), nullptr,
         nullptr, 1e-5, 0.1, nullptr, nullptr, nullptr, nullptr);
   });
-  expect_refused(BNORM_ERROR_INVALID_VALUE, "momentum", [&] {
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "momentum", [&] {
     bnorm::norm::instance_norm_forward_training<float>(
         "instance_norm", p, x.data(), y.data(), nullptr, nullptr, 1e-5, 1.5, nullptr, nullptr,
         nullptr, nullptr);

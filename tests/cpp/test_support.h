@@ -3,6 +3,7 @@
 #pragma once
 
 #include <bnorm/bnorm.h>
+#include <bnorm/error.hpp>
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -16,6 +17,19 @@
 #include "reference/batch_norm_reference.h"
 
 namespace bnorm::test {
+
+// call() must throw bnorm::Error with `status` and a message containing `needle` (the
+// argument it names).
+template <class F>
+void expect_bnorm_error(bnorm_status status, const char* needle, F&& call) {
+  try {
+    call();
+    ADD_FAILURE() << "no error; expected one containing " << needle;
+  } catch (const bnorm::Error& e) {
+    EXPECT_EQ(e.status(), status) << e.what();
+    EXPECT_NE(std::strstr(e.what(), needle), nullptr) << e.what();
+  }
+}
 
 // Odd and even sizes below, at and above the vector widths.
 inline const std::vector<int64_t> kOddSizes = {1, 2, 3, 7, 15, 16, 17, 33};
