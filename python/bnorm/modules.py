@@ -78,6 +78,39 @@ def _checked_count(name, value):
     return count
 
 
+def _load_state(module, state_dict, strict, check=None):
+    """Every module's load_state_dict, all or nothing: the keys against
+    module._state_names(), each value converted by module._converted (the counter by
+    _checked_count), then check(values) (may raise), and only then every assignment into
+    the module's own arrays. Returns (missing_keys, unexpected_keys), as torch does."""
+    cls = type(module).__name__
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"{cls}.load_state_dict: state_dict must be a mapping (a dict of "
+                        f"arrays), got {type(state_dict).__name__}")
+    strict = _check_bool("strict", strict)
+    names = module._state_names()
+    missing = [n for n in names if n not in state_dict]
+    unexpected = [k for k in state_dict if k not in names]
+    if strict and (missing or unexpected):
+        raise KeyError(f"{cls}.load_state_dict: missing keys {missing}, "
+                       f"unexpected keys {unexpected}")
+    values = {}
+    for name in names:
+        if name not in state_dict:
+            continue
+        try:
+            values[name] = (_checked_count(name, state_dict[name]) if name == _COUNTER
+                            else module._converted(name, state_dict[name]))
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{cls}.load_state_dict: {e}") from None
+    if check is not None:
+        check(values)
+    # All checked: same dtypes and shapes, writable targets; nothing below can fail.
+    for name, value in values.items():
+        getattr(module, name)[...] = value
+    return IncompatibleKeys(missing, unexpected)
+
+
 class _PerChannel:
     """A per-channel parameter or buffer, checked when assigned (see _BatchNorm._checked)."""
 
@@ -341,31 +374,8 @@ class _BatchNorm:
         they are ignored. A failure (TypeError / ValueError naming the key) leaves the
         module unchanged. Returns (missing_keys, unexpected_keys), as torch does.
         """
-        cls = type(self).__name__
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"{cls}.load_state_dict: state_dict must be a mapping (a dict of "
-                            f"arrays), got {type(state_dict).__name__}")
-        strict = _check_bool("strict", strict)
-        names = self._state_names()
-        missing = [n for n in names if n not in state_dict]
-        unexpected = [k for k in state_dict if k not in names]
-        if strict and (missing or unexpected):
-            raise KeyError(f"{cls}.load_state_dict: missing keys {missing}, "
-                           f"unexpected keys {unexpected}")
-        values = {}
-        for name in names:
-            if name not in state_dict:
-                continue
-            try:
-                values[name] = (_checked_count(name, state_dict[name]) if name == _COUNTER
-                                else self._converted(name, state_dict[name]))
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"{cls}.load_state_dict: {e}") from None
-        self._require_writable(values, "load_state_dict")
-        # All checked: same dtypes and shapes, writable targets; nothing below can fail.
-        for name, value in values.items():
-            getattr(self, name)[...] = value
-        return IncompatibleKeys(missing, unexpected)
+        return _load_state(self, state_dict, strict,
+                           lambda values: self._require_writable(values, "load_state_dict"))
 
     def __getstate__(self):
         state = {k: v for k, v in self.__dict__.items() if k not in ("_native", "_input")}

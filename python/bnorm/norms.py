@@ -23,13 +23,12 @@ InstanceNorm with track_running_stats has num_batches_tracked (a 0-d int64 array
 state_dict, as PyTorch has, and never increments it, as PyTorch does not.
 """
 from collections import OrderedDict
-from collections.abc import Mapping
 
 import numpy as np
 
 from . import _bnorm
 from .functional import _check_bool, _check_scalar
-from .modules import IncompatibleKeys, _checked_count
+from .modules import _load_state
 from .norm_functional import _normalized_shape
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -187,29 +186,7 @@ class _Norm:
         nothing, into the module's own arrays (which stay the same objects). strict=True:
         missing or unexpected keys are a KeyError. Returns (missing_keys, unexpected_keys).
         """
-        cls = type(self).__name__
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"{cls}.load_state_dict: state_dict must be a mapping (a dict of "
-                            f"arrays), got {type(state_dict).__name__}")
-        strict = _check_bool("strict", strict)
-        names = self._state_names()
-        missing = [n for n in names if n not in state_dict]
-        unexpected = [k for k in state_dict if k not in names]
-        if strict and (missing or unexpected):
-            raise KeyError(f"{cls}.load_state_dict: missing keys {missing}, "
-                           f"unexpected keys {unexpected}")
-        values = {}
-        for name in names:
-            if name not in state_dict:
-                continue
-            try:
-                values[name] = (_checked_count(name, state_dict[name]) if name == _COUNTER
-                                else self._converted(name, state_dict[name]))
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"{cls}.load_state_dict: {e}") from None
-        for name, value in values.items():  # all checked: nothing below can fail
-            getattr(self, name)[...] = value
-        return IncompatibleKeys(missing, unexpected)
+        return _load_state(self, state_dict, strict)
 
 
 class LayerNorm(_Norm):
