@@ -5,9 +5,13 @@
 // passes; channels-last flat rows, column blocks, wide rows; (N, C) input), float32 and
 // float64, 1, 2 and 3 threads. Prints one line per case: the shape and an FNV-1a hash of
 // the bits of every output. Two builds whose outputs diff equal computed the same bits.
+// After batch norm's lines, the family's: group norm (both layouts, fused and separate
+// paths), instance norm with running statistics, layer norm and RMS norm (rows shorter and
+// longer than a chunk), forward and backward with every output.
 //   build/bench/kernel_fingerprint_all > before.txt   (then the same after; diff)
 #include <bnorm/bnorm.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -149,6 +153,77 @@ uint64_t fingerprint(const Shape& s) {
   return hash_all(hash_all(hash_all(h, work), dw), db);
 }
 
+// The family: group/instance norm on (n, c, spatial) with `groups`, layer/RMS norm on
+// (rows, cols) = (n * c, spatial).
+template <class T>
+struct FamilyApi;
+#define BNORM_FAMILY_API_OF(T, S)                                              \
+  template <>                                                                  \
+  struct FamilyApi<T> {                                                        \
+    static constexpr auto gn = bnorm_group_norm_forward_##S;                   \
+    static constexpr auto gn_backward = bnorm_group_norm_backward_##S;         \
+    static constexpr auto in_train = bnorm_instance_norm_forward_training_##S; \
+    static constexpr auto ln = bnorm_layer_norm_forward_##S;                   \
+    static constexpr auto ln_backward = bnorm_layer_norm_backward_##S;         \
+    static constexpr auto rms = bnorm_rms_norm_forward_##S;                    \
+    static constexpr auto rms_backward = bnorm_rms_norm_backward_##S;          \
+  };
+BNORM_FAMILY_API_OF(float, f32)
+BNORM_FAMILY_API_OF(double, f64)
+#undef BNORM_FAMILY_API_OF
+
+template <class T>
+uint64_t family_fingerprint(const Shape& s, int64_t groups) {
+  using A = FamilyApi<T>;
+  const auto size = static_cast<size_t>(s.n * s.c * s.spatial);
+  const auto c = static_cast<size_t>(s.c), ng = static_cast<size_t>(s.n * groups);
+  const auto rows = static_cast<size_t>(s.n * s.c), cols = static_cast<size_t>(s.spatial);
+  std::vector<T> x(size), dy(size), y(size), dx(size), weight(std::max(c, cols)),
+      bias(std::max(c, cols)), dw(std::max(c, cols)), db(std::max(c, cols));
+  std::vector<T> mean(std::max(ng, rows)), rstd(std::max(ng, rows)), rm(c, T(0)), rv(c, T(1));
+  uint32_t r = 777;
+  auto next = [&] {
+    r = r * 1664525u + 1013904223u;
+    return static_cast<double>(r >> 8) / 16777216.0;
+  };
+  for (size_t i = 0; i < size; ++i) x[i] = static_cast<T>(next() * 3 + (i % 3 ? 500.0 : 0.25));
+  for (T& v : dy) v = static_cast<T>(next() - 0.5);
+  for (size_t k = 0; k < weight.size(); ++k) {
+    weight[k] = static_cast<T>(0.5 + next());
+    bias[k] = static_cast<T>(next() - 0.5);
+  }
+  uint64_t h = 1469598103934665603ull;
+  check(A::gn(s.layout, s.n, s.c, s.spatial, groups, x.data(), y.data(), weight.data(),
+              bias.data(), 1e-5, mean.data(), rstd.data()),
+        "group norm forward");
+  h = hash_all(hash_all(hash_all(h, y), mean), rstd);
+  check(A::gn_backward(s.layout, s.n, s.c, s.spatial, groups, x.data(), dy.data(), dx.data(),
+                       weight.data(), mean.data(), rstd.data(), dw.data(), db.data()),
+        "group norm backward");
+  h = hash_all(hash_all(hash_all(h, dx), dw), db);
+  if (s.spatial > 1) {
+    check(A::in_train(s.layout, s.n, s.c, s.spatial, x.data(), y.data(), weight.data(),
+                      bias.data(), 1e-5, 0.1, rm.data(), rv.data(), nullptr, nullptr),
+          "instance norm forward");
+    h = hash_all(hash_all(hash_all(h, y), rm), rv);
+  }
+  check(A::ln(s.n * s.c, s.spatial, x.data(), y.data(), weight.data(), bias.data(), 1e-5,
+              mean.data(), rstd.data()),
+        "layer norm forward");
+  h = hash_all(hash_all(hash_all(h, y), mean), rstd);
+  check(A::ln_backward(s.n * s.c, s.spatial, x.data(), dy.data(), dx.data(), weight.data(),
+                       mean.data(), rstd.data(), dw.data(), db.data()),
+        "layer norm backward");
+  h = hash_all(hash_all(hash_all(h, dx), dw), db);
+  check(A::rms(s.n * s.c, s.spatial, x.data(), y.data(), weight.data(), 1e-6, rstd.data()),
+        "RMS norm forward");
+  h = hash_all(hash_all(h, y), rstd);
+  check(A::rms_backward(s.n * s.c, s.spatial, x.data(), dy.data(), dx.data(), weight.data(),
+                        rstd.data(), dw.data()),
+        "RMS norm backward");
+  return hash_all(hash_all(h, dx), dw);
+}
+
 }  // namespace
 
 int main() {
@@ -170,6 +245,25 @@ int main() {
                   static_cast<unsigned long long>(fingerprint<float>(s)),
                   static_cast<unsigned long long>(fingerprint<double>(s)));
     }
+  }
+  struct FamilyCase {
+    Shape shape;
+    int64_t groups;
+  };
+  const FamilyCase family[] = {
+      {{32, 64, 49, cf}, 32}, {{32, 64, 49, cl}, 32}, {{2, 6, 9000, cf}, 3},
+      {{2, 6, 9000, cl}, 3},  {{4, 300, 7, cl}, 300}, {{5, 12, 1, cf}, 4},
+      {{3, 16, 768, cf}, 16}, {{1, 4, 20000, cf}, 1},
+  };
+  for (int threads : {1, 2, 3}) {
+    bnorm_set_num_threads(threads);
+    for (const FamilyCase& f : family)
+      std::printf("threads %d  family (%lld, %lld, %lld) %s G=%lld  f32 %016llx  f64 %016llx\n",
+                  threads, static_cast<long long>(f.shape.n), static_cast<long long>(f.shape.c),
+                  static_cast<long long>(f.shape.spatial), f.shape.layout == cl ? "cl" : "cf",
+                  static_cast<long long>(f.groups),
+                  static_cast<unsigned long long>(family_fingerprint<float>(f.shape, f.groups)),
+                  static_cast<unsigned long long>(family_fingerprint<double>(f.shape, f.groups)));
   }
   return 0;
 }
