@@ -83,6 +83,7 @@ class _Norm:
 
     def _build(self, dtype, *args):
         self._dtype = _dtype_of(dtype)
+        self._args = args  # the C++ module's constructor arguments: what a copy rebuilds
         self._native = _native(self._kind, self._dtype)(*args)
         self._arrays = {name: getattr(self._native, name) for name in self._array_names}
         self._arrays.setdefault("bias", None)
@@ -187,6 +188,25 @@ class _Norm:
         missing or unexpected keys are a KeyError. Returns (missing_keys, unexpected_keys).
         """
         return _load_state(self, state_dict, strict)
+
+    # ---- copy, deepcopy, pickle ----------------------------------------------------------
+    def __getstate__(self):
+        """Settings, mode, state (copies) and gradients; not the last forward's input, so a
+        copy's backward() needs a forward of its own first (as BatchNorm's)."""
+        return {"dtype": self._dtype, "args": self._args, "training": self.training,
+                "state": {name: np.array(getattr(self, name)) for name in self._state_names()},
+                "grad_weight": self.grad_weight, "grad_bias": self.grad_bias}
+
+    def __setstate__(self, state):
+        self._build(state["dtype"], *state["args"])
+        self.training = state["training"]
+        if isinstance(self, _InstanceNorm):
+            self.num_batches_tracked = (np.zeros((), np.int64) if self.track_running_stats
+                                        else None)
+        for name, value in state["state"].items():
+            getattr(self, name)[...] = value
+        self.grad_weight = state["grad_weight"]
+        self.grad_bias = state["grad_bias"]
 
 
 class LayerNorm(_Norm):

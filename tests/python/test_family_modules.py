@@ -289,3 +289,36 @@ def test_load_state_dict_is_all_or_nothing(rng):
     with pytest.raises(ValueError, match="no weight"):
         bnorm.GroupNorm(1, 3, affine=False).weight = np.ones(3)
     assert np.array_equal(m.bias, before["bias"])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: bnorm.LayerNorm((3, 4), dtype=np.float64),
+    lambda: bnorm.RMSNorm(4, eps=1e-6),
+    lambda: bnorm.GroupNorm(2, 6),
+    lambda: bnorm.InstanceNorm2d(3, affine=True, track_running_stats=True, dtype=np.float64),
+])
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_copies_keep_settings_mode_and_state_in_storage_of_their_own(make, how):
+    import copy
+    import pickle
+    m = make()
+    rng = np.random.default_rng(5)
+    shape = {"LayerNorm": (2, 3, 4), "RMSNorm": (5, 4), "GroupNorm": (2, 6, 3),
+             "InstanceNorm2d": (2, 3, 4, 5)}[type(m).__name__]
+    x = rng.standard_normal(shape).astype(m.dtype) + 2
+    m(x)  # moves InstanceNorm's running statistics
+    m.weight[...] = rng.standard_normal(m.weight.shape)
+    m.eval()
+    c = {"copy": copy.copy, "deepcopy": copy.deepcopy,
+         "pickle": lambda v: pickle.loads(pickle.dumps(v))}[how](m)
+    assert type(c) is type(m) and c.dtype == m.dtype and repr(c) == repr(m)
+    assert not c.training
+    for name, value in m.state_dict().items():
+        np.testing.assert_array_equal(c.state_dict()[name], value)
+    np.testing.assert_array_equal(c(x), m(x))
+    c.weight[...] = 0  # the copy's storage is its own
+    assert np.all(m.weight != 0)
+    assert not np.array_equal(c(x), m(x))
+    # The last forward's input is not copied: a copy's backward needs its own forward.
+    with pytest.raises(RuntimeError, match="before forward"):
+        copy.deepcopy(m).backward(np.ones(shape, m.dtype))
