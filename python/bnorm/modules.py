@@ -135,7 +135,19 @@ def _checked_momentum(value):
     return None if value is None else _check_scalar("momentum", value, 0.0, 1.0)
 
 
-class _BatchNorm:
+class _Mode:
+    """train()/eval() as torch.nn.Module's, over a `training` property that the C++
+    module holds (every module of the package)."""
+
+    def train(self, mode=True):
+        self.training = _check_bool("mode", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+
+class _BatchNorm(_Mode):
     _ranks = ()  # accepted input ranks, set by the subclasses
 
     weight = _PerChannel()
@@ -277,14 +289,6 @@ class _BatchNorm:
             if array is not None and not array.flags.writeable:
                 raise ValueError(f"{type(self).__name__}.{what}: the module's {name} array is "
                                  "read-only; nothing was changed")
-
-    # ---- mode -------------------------------------------------------------------------
-    def train(self, mode=True):
-        self.training = _check_bool("mode", mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
 
     def reset_running_stats(self):
         """running_mean = 0, running_var = 1, num_batches_tracked = 0."""

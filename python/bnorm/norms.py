@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _bnorm
 from .functional import _check_bool, _check_scalar
-from .modules import _load_state
+from .modules import _Mode, _load_state
 from .norm_functional import _normalized_shape
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -73,7 +73,7 @@ class _Array:
         held[...] = module._converted(self.name, value)
 
 
-class _Norm:
+class _Norm(_Mode):
     """What the four kinds share: the native module, mode, forward/backward, state."""
 
     _kind = ""         # _bnorm.<kind>Float32 / 64
@@ -101,13 +101,6 @@ class _Norm:
     @training.setter
     def training(self, value):
         self._native.training = _check_bool("training", value)
-
-    def train(self, mode=True):
-        self.training = _check_bool("mode", mode)
-        return self
-
-    def eval(self):
-        return self.train(False)
 
     def reset_parameters(self):
         """weight = 1, bias = 0 (and InstanceNorm's running statistics reset)."""
