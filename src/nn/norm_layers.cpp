@@ -48,26 +48,31 @@ std::string NormLayer<T>::describe() const {
   return s.str();
 }
 
+// Called for every batch: the expected-input text is built only for the error, so that a
+// steady training loop allocates nothing (test_no_allocation.cpp).
 template <class T>
 Shape NormLayer<T>::output_shape(const Shape& in) const {
-  std::string expected;
   bool ok = false;
-  if (const auto* m = std::get_if<LayerNorm<T>>(&module_)) {
+  if (const auto* m = std::get_if<LayerNorm<T>>(&module_))
     ok = ends_with(in, m->normalized_shape());
-    expected = "(N, " + tuple_of(m->normalized_shape()).substr(1);
-  } else if (const auto* r = std::get_if<RMSNorm<T>>(&module_)) {
+  else if (const auto* r = std::get_if<RMSNorm<T>>(&module_))
     ok = ends_with(in, r->normalized_shape());
-    expected = "(N, " + tuple_of(r->normalized_shape()).substr(1);
-  } else if (const auto* g = std::get_if<GroupNorm<T>>(&module_)) {
+  else if (const auto* g = std::get_if<GroupNorm<T>>(&module_))
     ok = in.rank() >= 2 && in[1] == g->num_channels();
-    expected = "(N, C, *) with C = " + std::to_string(g->num_channels());
-  } else if (const auto* i = std::get_if<InstanceNorm<T>>(&module_)) {
+  else if (const auto* i = std::get_if<InstanceNorm<T>>(&module_))
     ok = in.rank() == 2 + instance_spatial_rank_ && in[1] == i->num_features();
+  if (ok) return in;
+  std::string expected;
+  if (const auto* m = std::get_if<LayerNorm<T>>(&module_))
+    expected = "(N, " + tuple_of(m->normalized_shape()).substr(1);
+  else if (const auto* r = std::get_if<RMSNorm<T>>(&module_))
+    expected = "(N, " + tuple_of(r->normalized_shape()).substr(1);
+  else if (const auto* g = std::get_if<GroupNorm<T>>(&module_))
+    expected = "(N, C, *) with C = " + std::to_string(g->num_channels());
+  else if (const auto* i = std::get_if<InstanceNorm<T>>(&module_))
     expected = (instance_spatial_rank_ == 2 ? "(N, C, H, W)" : "(N, C, L)") +
                std::string(" with C = ") + std::to_string(i->num_features());
-  }
-  if (!ok) throw std::invalid_argument(describe() + ": expected input " + expected + ", got " + in.str());
-  return in;
+  throw std::invalid_argument(describe() + ": expected input " + expected + ", got " + in.str());
 }
 
 template <class T>

@@ -37,7 +37,8 @@ TEST(SteadyState, TrainingAndEvaluationAllocateNothing) {
   // 200 = 3 x 64 + 8: full batches and a smaller last one, both sized in warm-up.
   const data::ImageDataset train = testing::synthetic_images(200, 1);
   const data::ImageDataset test = testing::synthetic_images(100, 2);
-  for (const std::string model : {"lenet-bn", "lenet", "mlp-bn", "vgg-bn"}) {
+  for (const std::string model : {"lenet-bn", "lenet", "mlp-bn", "vgg-bn", "lenet-ln", "lenet-gn",
+                                  "lenet-in", "mlp-ln"}) {
     TrainOptions o;
     o.model = model;
     o.batch_size = 64;
