@@ -12,6 +12,8 @@
 namespace bnorm::kernels {
 namespace {
 
+constexpr int64_t kAlignedRunValues = 1024;
+
 // packed from the sub-piece just written, still in L1).
 
 // How an elementwise pass cuts rows [r0, r1) of ld channels whose coefficients repeat
@@ -173,7 +175,7 @@ BNORM_INLINE void backward_affine_values(const T* x, const T* dy, const T* gate,
 template <bool Gated, class T>
 BNORM_INLINE void backward_affine_kernel(const T* x, const T* dy, const T* gate, T* dx,
                                          int64_t len, BackwardCoefficients<T> a) {
-  const int64_t head = values_before_line(dx, len);
+  const int64_t head = len < kAlignedRunValues ? 0 : values_before_line(dx, len);
   backward_affine_values<Gated>(x, dy, gate, dx, 0, head, a);
   backward_affine_values<Gated>(x, dy, gate, dx, head, len, a);
 }

@@ -84,9 +84,14 @@ struct ShiftedLanes {
   }
 };
 
-// xc = x - center[l], g = gated dy:
+// What multiplies dy before it is summed: nothing, the fused ReLU's gate, or a weight
+// per value (the row-wise norms' w[j], applied in T as their dx map applies it).
+enum class DyFactor { none, relu_gate, weight };
+
+// xc = x - center[l], g = dy with its factor:
 //   s_dy[l] += sum(g),  s_dyxc[l] += sum(g * xc),  s_xc[l] += sum(xc).
-// Gated: g = !(gate <= 0) ? dy : 0 (the fused ReLU's backward), else g = dy.
+// relu_gate: g = !(factor <= 0) ? dy : 0 (the fused ReLU's backward);
+// weight:    g = factor * dy, rounded to T;  none: g = dy (factor unused).
 template <int V, class T>
 struct BackwardLanes {
   static constexpr int P = 8 * V;
@@ -108,8 +113,8 @@ struct BackwardLanes {
   }
 
   // One run; the next starts at next_x and next_dy (prefetched; nullptr for none).
-  template <bool Gated>
-  BNORM_INLINE void add_run(const T* x, const T* dy, const T* gate, int64_t len,
+  template <DyFactor F>
+  BNORM_INLINE void add_run(const T* x, const T* dy, const T* factor, int64_t len,
                             const T* next_x = nullptr, const T* next_dy = nullptr) {
     Double8 kk[V], bg[V], bp[V], bq[V];  // locals for the run, as in ShiftedLanes
     for (int v = 0; v < V; ++v) kk[v] = k[v], bg[v] = g[v], bp[v] = p[v], bq[v] = q[v];
@@ -122,10 +127,14 @@ struct BackwardLanes {
       for (int v = 0; v < V; ++v) {
         Double8 xc, d;
         load8(x + i + 8 * v, xc);
-        load8(dy + i + 8 * v, d);
-        if constexpr (Gated) {
+        if constexpr (F == DyFactor::weight) {
+          load8_product(factor + i + 8 * v, dy + i + 8 * v, d);
+        } else {
+          load8(dy + i + 8 * v, d);
+        }
+        if constexpr (F == DyFactor::relu_gate) {
           Double8 gv;
-          load8(gate + i + 8 * v, gv);
+          load8(factor + i + 8 * v, gv);
           d = gv <= Double8{} ? Double8{} : d;
         }
         xc -= kk[v];
@@ -137,7 +146,10 @@ struct BackwardLanes {
     for (int v = 0; v < V; ++v) g[v] = bg[v], p[v] = bp[v], q[v] = bq[v];
     for (int l = 0; i < len; ++i, ++l) {
       const double xc = static_cast<double>(x[i]) - center[l];
-      const double d = Gated && gate[i] <= 0 ? 0.0 : static_cast<double>(dy[i]);
+      double d;
+      if constexpr (F == DyFactor::weight) d = static_cast<double>(T(factor[i] * dy[i]));
+      else if constexpr (F == DyFactor::relu_gate) d = factor[i] <= 0 ? 0.0 : static_cast<double>(dy[i]);
+      else d = static_cast<double>(dy[i]);
       tg[l] += d;
       tp[l] += d * xc;
       tq[l] += xc;

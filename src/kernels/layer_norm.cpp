@@ -33,6 +33,9 @@ struct ColumnChunks {
   int64_t end(int64_t chunk) const { return std::min(rows, (chunk + 1) * rows_per_chunk); }
 };
 
+// Bytes of the next row the forward prefetches before each row.
+constexpr int64_t kRowPrefetchBytes = 4096;
+
 // Columns per work item of the fold.
 constexpr int64_t kFoldColumns = 1024;
 
@@ -63,6 +66,8 @@ void layer_norm_forward(int64_t rows, int64_t cols, const T* x, T* y, const T* w
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * cols;
+    // The next row's first lines, on their way while this row is reduced and mapped.
+    if (r + 1 < rows) prefetch_bytes(xr + cols, std::min(kRowPrefetchBytes, cols * int64_t{sizeof(T)}));
     const double shift = finite_shift(static_cast<double>(xr[0]));
     Moments moments{};
     for (int64_t j = 0; j < plan.count; ++j)
@@ -85,19 +90,28 @@ void layer_norm_backward(int64_t rows, int64_t cols, const T* x, const T* dy, T*
                                        : nullptr;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t chunk = 0; chunk < plan.count; ++chunk) {
-    double* dw = dweight ? partial + 2 * chunk * cols : nullptr;
+    // The column map computes db only beside dw: with dbias alone, dw goes to the scratch.
+    double* dw = partial ? partial + 2 * chunk * cols : nullptr;
     double* db = dbias ? partial + (2 * chunk + 1) * cols : nullptr;
     if (dw) std::fill_n(dw, cols, 0.0);
     if (db) std::fill_n(db, cols, 0.0);
-    for (int64_t r = plan.begin(chunk); r < plan.end(chunk); ++r) {
-      const T* xr = x + r * cols;
-      const T* dyr = dy + r * cols;
-      const BackwardSums sums =
-          row_sums ? weighted_backward_sums_row(xr, dyr, weight, cols,
-                                                center ? static_cast<double>(center[r]) : 0.0)
-                   : BackwardSums{};
-      const BackwardCoefficients<T> c = coefficients.call(coefficients.context, r, sums);
-      column_backward_affine_row(xr, dyr, weight, dx ? dx + r * cols : nullptr, cols, c, dw, db);
+    for (int64_t r0 = plan.begin(chunk); r0 < plan.end(chunk); r0 += kRowBlock) {
+      const int64_t r1 = std::min(plan.end(chunk), r0 + kRowBlock);
+      BackwardCoefficients<T> c[kRowBlock];
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* xr = x + r * cols;
+        const T* dyr = dy + r * cols;
+        const bool next = r + 1 < rows;  // prefetched while this row is read
+        const BackwardSums sums =
+            row_sums ? weighted_backward_sums_row(xr, dyr, weight, cols,
+                                                  center ? static_cast<double>(center[r]) : 0.0,
+                                                  next ? xr + cols : nullptr,
+                                                  next ? dyr + cols : nullptr)
+                     : BackwardSums{};
+        c[r - r0] = coefficients.call(coefficients.context, r, sums);
+      }
+      column_backward_affine_rows(x + r0 * cols, dy + r0 * cols, weight,
+                                  dx ? dx + r0 * cols : nullptr, r1 - r0, cols, c, dw, db);
     }
   }
   if (dweight) fold_column_partials(cols, plan.count, partial, 2 * cols, dweight, nt);

@@ -58,9 +58,9 @@ BNORM_INLINE BackwardSums backward_sums_chunk_impl(const T* xc, const T* dyc,
       const T* next_x = next < 0 ? nullptr : xc + next + s;
       const T* next_dy = next < 0 ? nullptr : dyc + next + s;
       if (const T* gp = gate_run(gate, index + at, piece, tmp))
-        lanes.template add_run<true>(xc + at, dyc + at, gp, piece, next_x, next_dy);
+        lanes.template add_run<DyFactor::relu_gate>(xc + at, dyc + at, gp, piece, next_x, next_dy);
       else
-        lanes.template add_run<false>(xc + at, dyc + at, gp, piece, next_x, next_dy);
+        lanes.template add_run<DyFactor::none>(xc + at, dyc + at, gp, piece, next_x, next_dy);
     }
   }
   lanes.finish(s_dy, s_dyxc, s_xc);
@@ -126,9 +126,9 @@ BNORM_INLINE void backward_sums_block_impl(const T* x, const T* dy, const Geomet
         const T* next_x = more ? x + at + next_row : nullptr;
         const T* next_dy = more ? dy + at + next_row : nullptr;
         if (const T* gp = gate_run(gate, at, g.spatial, tmp))
-          lanes[b].template add_run<true>(x + at, dy + at, gp, g.spatial, next_x, next_dy);
+          lanes[b].template add_run<DyFactor::relu_gate>(x + at, dy + at, gp, g.spatial, next_x, next_dy);
         else
-          lanes[b].template add_run<false>(x + at, dy + at, gp, g.spatial, next_x, next_dy);
+          lanes[b].template add_run<DyFactor::none>(x + at, dy + at, gp, g.spatial, next_x, next_dy);
       },
       [&](int64_t j) BNORM_INLINE_LAMBDA {
         for (int64_t b = 0; b < width; ++b) {

@@ -92,9 +92,9 @@ BNORM_INLINE void backward_sums_rows_impl(const T* x, const T* dy, int64_t ld, i
       for (int64_t s = 0; s < len; s += kSubPiece) {
         const int64_t piece = std::min(kSubPiece, len - s), at = begin + s;
         if (const T* gp = gate_run(gate, at, piece, tmp))
-          acc.template add_run<true>(x + at, dy + at, gp, piece);
+          acc.template add_run<DyFactor::relu_gate>(x + at, dy + at, gp, piece);
         else
-          acc.template add_run<false>(x + at, dy + at, gp, piece);
+          acc.template add_run<DyFactor::none>(x + at, dy + at, gp, piece);
       }
       acc.finish(a, b, q);
     });

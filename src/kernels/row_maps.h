@@ -8,6 +8,7 @@
 //          column_backward_affine  dx = (w[j] * dy) * k + ((x - hi) - lo) * q + r, and the
 //                                  column partials dw[j] += dy * xhat, db[j] += dy
 //   walk   row    one row of a row-wise norm: cols contiguous values, column j's weight w[j]
+//          rows   up to kRowBlock consecutive rows, column by column
 // Shapes: x, y, dy, dx (cols) (one row); w, b, dw, db (cols). w == nullptr means 1,
 // b == nullptr means 0.
 //
@@ -24,6 +25,10 @@
 
 namespace bnorm::kernels {
 
+// Rows per pass of the backward's elementwise map: each column partial is loaded and
+// stored once per block (4 rows of 1024 floats, x and dy, are 32 KB: L1 or L2).
+constexpr int64_t kRowBlock = 4;
+
 // One row's forward map: y = (((x - hi) - lo) * scale) * w[j] + b[j].
 template <class T>
 struct RowCoefficients {
@@ -36,16 +41,20 @@ struct RowCoefficients {
   void column_affine_row(const T* x, T* y, int64_t cols, RowCoefficients<T> c, const T* w, \
                          const T* b);                                                     \
   /* With g = w[j] * dy[j] (rounded to T, as column_backward_affine_row uses it) and     \
-     xc = x[j] - center (in double): {sum(g), sum(g * xc), sum(xc)}, in 16 lanes over    \
-     pieces of kSubPiece values (BackwardLanes), so the bits depend on cols only. */      \
+     xc = x[j] - center (in double): {sum(g), sum(g * xc), sum(xc)}, in 16 lanes          \
+     (BackwardLanes), so the bits depend on cols only. next_x, next_dy: the row read     \
+     after this one, prefetched (nullptr: none). */                                       \
   BackwardSums weighted_backward_sums_row(const T* x, const T* dy, const T* w,             \
-                                          int64_t cols, double center);                    \
-  /* Column partials first (dy is still intact when dx == dy), each when not null, in    \
-     double with xhat = ((x - hi) - lo) * k:  dw[j] += dy * xhat,  db[j] += dy;          \
-     then, when dx is not null, dx[j] = (w[j] * dy[j]) * k + ((x[j] - hi) - lo) * q + r  \
-     in T. */                                                                            \
-  void column_backward_affine_row(const T* x, const T* dy, const T* w, T* dx, int64_t cols, \
-                                  BackwardCoefficients<T> c, double* dw, double* db);
+                                          int64_t cols, double center, const T* next_x,    \
+                                          const T* next_dy);                               \
+  /* Rows x + i * cols (i < rows <= kRowBlock) with maps c[i], in one pass: the column  \
+     partials in double with xhat = ((x - hi) - lo) * k, rows in order, dw[j] += dy *    \
+     xhat and db[j] += dy (db not null needs dw not null; each null: not computed); and, \
+     when dx is not null, dx[j] = (w[j] * dy[j]) * k + ((x[j] - hi) - lo) * q + r in T.  \
+     dx may equal dy. */                                                                 \
+  void column_backward_affine_rows(const T* x, const T* dy, const T* w, T* dx, int64_t rows, \
+                                   int64_t cols, const BackwardCoefficients<T>* c,          \
+                                   double* dw, double* db);
 
 BNORM_DECLARE_ROW_MAPS(float)
 BNORM_DECLARE_ROW_MAPS(double)
