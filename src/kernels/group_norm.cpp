@@ -5,6 +5,7 @@
 #include <cassert>
 
 #include "kernels/batch_norm.h"
+#include "kernels/policy.h"
 #include "kernels/reduce.h"
 #include "kernels/work_split.h"
 
@@ -130,37 +131,77 @@ BackwardAffine<T> sample_maps(const BackwardAffine<T>& m, int64_t at) {
   return {m.center_hi + at, m.center_lo + at, m.k + at, m.q + at, m.r + at};
 }
 
+// Group (n, gr)'s moments from its channels' row-chunk partials (partial[(n * chunks + j)
+// * C + ch]): each channel's chunks share its shift (the sample's first row), so their
+// sums add up in chunk order; the channel's moments then merge into its group's in
+// channel order.
+template <class T>
+Moments channels_last_group_moments(const Geometry& g, int64_t n, int64_t first, int64_t count,
+                                    const RowChunks& plan, const ShiftedSums* partial,
+                                    const T* x) {
+  const int64_t sample = g.spatial * g.c;
+  Moments total{};
+  for (int64_t ch = first; ch < first + count; ++ch) {
+    ShiftedSums s{};
+    for (int64_t j = 0; j < plan.count; ++j) {
+      const ShiftedSums& p = partial[(n * plan.count + j) * g.c + ch];
+      s = ShiftedSums{s.s1 + p.s1, s.s2 + p.s2};
+    }
+    total = merge(total, moments_from_shifted_sums(
+                             static_cast<double>(g.spatial),
+                             finite_shift(static_cast<double>(x[n * sample + ch])), s.s1, s.s2));
+  }
+  return total;
+}
+
+// Fused, sample by sample? When the samples keep the threads busy (batch norm's rule) and
+// one sample's x and y fit the fused budget (policy.h): each sample is then reduced and
+// normalized while it is in L2, 2T instead of 3T (measured, one thread, float32, best of 8
+// alternating runs: (8,64,56,56) G=32 22.8 -> 25.7 GB/s, (32,256,14,14) G=32 20.3 -> 23.6).
+// The partials, their folds and the maps are those of the separate passes: the same bits.
+bool fused_samples(const Geometry& g, int nt, int64_t value_bytes) {
+  if (2 * g.spatial * g.c * value_bytes > fused_slice_budget()) return false;
+  return nt == 1 || 4 * g.n >= 3 * nt * ceil_div(g.n, int64_t{nt});
+}
+
 template <class T>
 void forward_channels_last(const Geometry& g, int64_t groups, const T* x, T* y,
                            Moments* moments, const ChannelAffine<T>& maps,
                            const GroupForwardFn& fn, int nt) {
   const int64_t per_group = g.c / groups, sample = g.spatial * g.c;
   const RowChunks plan(Geometry{1, g.c, g.spatial, true});
+  const ApplyOptions<T> o = plain_options<T>(g);
+  if (fused_samples(g, nt, int64_t{sizeof(T)})) {
+    ShiftedSums* partial = thread_scratch<ShiftedSums>(g.n * plan.count * g.c);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t n = 0; n < g.n; ++n) {
+      // The items of sample_row_partials for this sample, in its order.
+      for (int64_t j = 0; j < plan.count; ++j)
+        for (int64_t c0 = 0; c0 < g.c; c0 += kColumnBlock)
+          shifted_sums_rows(x + n * sample, g.c, plan.row_begin(j), plan.row_end(j), c0,
+                            std::min(g.c, c0 + kColumnBlock),
+                            partial + (n * plan.count + j) * g.c + c0);
+      for (int64_t gr = 0; gr < groups; ++gr) {
+        moments[n * groups + gr] =
+            channels_last_group_moments(g, n, gr * per_group, per_group, plan, partial, x);
+        fn.call(fn.context, n * groups + gr, moments[n * groups + gr]);
+      }
+      affine_rows(x + n * sample, y + n * sample, g.c, 0, g.spatial, sample_maps(maps, n * g.c),
+                  o);
+    }
+    return;
+  }
   const ShiftedSums* partial = sample_row_partials<ShiftedSums>(
       g.n, g.c, plan, nt, [&](int64_t n, int64_t chunk, int64_t c0, int64_t c1, ShiftedSums* out) {
         shifted_sums_rows(x + n * sample, g.c, plan.row_begin(chunk), plan.row_end(chunk), c0, c1,
                           out);
       });
-  // Per sample: each channel's chunks share its shift (the sample's first row), so their
-  // sums add up in chunk order; the channel's moments then merge into its group's in
-  // channel order.
   for (int64_t n = 0; n < g.n; ++n)
     for (int64_t gr = 0; gr < groups; ++gr) {
-      Moments total{};
-      for (int64_t ch = gr * per_group; ch < (gr + 1) * per_group; ++ch) {
-        ShiftedSums s{};
-        for (int64_t j = 0; j < plan.count; ++j) {
-          const ShiftedSums& p = partial[(n * plan.count + j) * g.c + ch];
-          s = ShiftedSums{s.s1 + p.s1, s.s2 + p.s2};
-        }
-        total = merge(total, moments_from_shifted_sums(
-                                 static_cast<double>(g.spatial),
-                                 finite_shift(static_cast<double>(x[n * sample + ch])), s.s1, s.s2));
-      }
-      moments[n * groups + gr] = total;
-      fn.call(fn.context, n * groups + gr, total);
+      moments[n * groups + gr] =
+          channels_last_group_moments(g, n, gr * per_group, per_group, plan, partial, x);
+      fn.call(fn.context, n * groups + gr, moments[n * groups + gr]);
     }
-  const ApplyOptions<T> o = plain_options<T>(g);
   for_each_sample_row_block(g, nt, [&](int64_t n, int64_t r0, int64_t r1) {
     affine_rows(x + n * sample, y + n * sample, g.c, r0, r1, sample_maps(maps, n * g.c), o);
   });

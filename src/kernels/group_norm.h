@@ -10,6 +10,8 @@
 //   channels-last (N, S, C): group (n, g) is S rows x C/G columns of sample n. Each
 //     sample's channels are reduced as rows of channels (shifted sums per channel, its
 //     first row as the shift), then a group's channels are Chan-merged in channel order.
+//     Fused where the samples keep the threads busy and one sample fits the fused budget:
+//     each sample reduced and normalized while it is in L2.
 //
 // Work items and folds are fixed by the shape, so results are bitwise identical for any
 // thread count; the fused and separate passes give the same bits.
