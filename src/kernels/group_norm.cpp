@@ -85,19 +85,20 @@ void backward_channels_first(const Geometry& g, int64_t groups, const T* x, cons
   const ChannelsFirstChunks plan(v.slices);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (int64_t k = 0; k < v.groups_total; ++k) {
-    for (int64_t s = k * v.per_group; s < (k + 1) * v.per_group; ++s) {
-      // Slices follow each other in memory: the next one's first lines are on their way
-      // while this one is summed.
-      if (s + 1 < g.n * g.c) {
-        prefetch_bytes(x + (s + 1) * g.spatial, std::min(kPrefetchBytes, g.spatial * int64_t{sizeof(T)}));
-        prefetch_bytes(dy + (s + 1) * g.spatial, std::min(kPrefetchBytes, g.spatial * int64_t{sizeof(T)}));
+    const int64_t s0 = k * v.per_group;
+    if (plan.count == 1) {
+      // One chunk per slice: the group's slices in one call (the same bits).
+      backward_sums_slices(x + s0 * g.spatial, dy + s0 * g.spatial, g.spatial, v.per_group,
+                           center + s0, k + 1 < v.groups_total, sums + s0);
+    } else {
+      for (int64_t s = s0; s < s0 + v.per_group; ++s) {
+        BackwardSums total{};  // the fold of batch_norm_backward_sums, chunk by chunk
+        for (int64_t j = 0; j < plan.count; ++j)
+          total = add_sums(total, backward_sums_chunk(x + s * g.spatial, dy + s * g.spatial, plan, j,
+                                                      static_cast<double>(center[s]),
+                                                      ReluGate<T>{}, s * g.spatial));
+        sums[s] = total;
       }
-      BackwardSums total{};  // the fold of batch_norm_backward_sums, chunk by chunk
-      for (int64_t j = 0; j < plan.count; ++j)
-        total = add_sums(total, backward_sums_chunk(x + s * g.spatial, dy + s * g.spatial, plan, j,
-                                                    static_cast<double>(center[s]),
-                                                    ReluGate<T>{}, s * g.spatial));
-      sums[s] = total;
     }
     fn.call(fn.context, k, sums + k * v.per_group);
     if (dx)

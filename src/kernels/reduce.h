@@ -6,6 +6,7 @@
 //          shifted_sums   s1 = sum(x - K), s2 = sum((x - K)^2), K the first row's value
 //          backward_sums  sum(dy), sum(dy * xc), sum(xc), xc = x - center (a gradient's sums)
 //   walk   chunk  one chunk of one channels-first channel (contiguous runs)
+//          slices consecutive one-chunk slices (group norm's (n, c) slices of a group)
 //          block  chunks of a block of short-row channels [c0, c1), in memory order
 //          rows   rows [r0, r1) of channels [c0, c1) of rows of ld channels (strided)
 // Contiguous walks are in reduce_contiguous.cpp, strided ones in reduce_strided.cpp.
@@ -37,6 +38,11 @@ namespace bnorm::kernels {
   BackwardSums backward_sums_chunk(const T* xc, const T* dyc, const ChannelsFirstChunks& plan, \
                                    int64_t chunk, double center, const ReluGate<T>& gate, \
                                    int64_t index);                                        \
+  /* sums[s] for `count` consecutive slices of len <= kChunk values (slice s at x + s * \
+     len, centred on center[s], no gate): the bits of backward_sums_chunk on each, folded \
+     from zero; `more`: the memory after the last slice is read next (prefetched). */    \
+  void backward_sums_slices(const T* x, const T* dy, int64_t len, int64_t count,           \
+                            const T* center, bool more, BackwardSums* sums);              \
   /* sums[ch] for ch in [c0, c1), every chunk folded in order. */                         \
   void backward_sums_block(const T* x, const T* dy, const Geometry& g,                     \
                            const ChannelsFirstChunks& plan, int64_t c0, int64_t c1,        \

@@ -12,6 +12,7 @@
 // training): rows of 256 B ((256,16,8,8)) 17 -> 22 GB/s, backward 15.5 -> 20; rows of
 // 2.3 KB ((256,6,24,24)) 20 -> 17, so only rows under kShortRowBytes walk in blocks.
 #include <algorithm>
+#include <cstring>
 
 #include "kernels/lanes.h"
 #include "kernels/reduce.h"
@@ -141,6 +142,73 @@ BNORM_INLINE void backward_sums_block_impl(const T* x, const T* dy, const Geomet
       });
 }
 
+// Consecutive slices of `len` <= kChunk values (slice s at x + s * len), each one
+// channels-first chunk: the bits of backward_sums_chunk on each (16 lanes, value i in
+// lane i % 16, the last len % 16 values in tail lanes 0, 1, ..., lanes summed in order),
+// without its per-call set-up: the lanes are six registers, the tail is written only
+// where it is used, and the slices' final sums overlap the next slice's loads. Each
+// slice prefetches the next at the same offset (`more`: memory after the last slice is
+// part of the tensor and read next).
+template <class T>
+BNORM_INLINE void backward_sums_slices_impl(const T* x, const T* dy, int64_t len, int64_t count,
+                                            const T* center, bool more, BackwardSums* sums) {
+  constexpr int64_t P = kLanes;
+  static_assert(P == 16, "two vectors of 8 lanes");
+  const int64_t body = len / P * P;
+  for (int64_t s = 0; s < count; ++s) {
+    const T* xs = x + s * len;
+    const T* dys = dy + s * len;
+    const bool next = more || s + 1 < count;
+    const double c = static_cast<double>(center[s]);
+    const Double8 k = Double8{} + c;
+    Double8 g0{}, g1{}, p0{}, p1{}, q0{}, q1{};
+    for (int64_t i = 0; i < body; i += P) {
+      if (next) {
+        prefetch_line(xs + len, i);
+        prefetch_line(dys + len, i);
+        if constexpr (sizeof(T) == 8) {
+          prefetch_line(xs + len, i + 8);
+          prefetch_line(dys + len, i + 8);
+        }
+      }
+      Double8 xa, xb, da, db;
+      load8(xs + i, xa);
+      load8(xs + i + 8, xb);
+      load8(dys + i, da);
+      load8(dys + i + 8, db);
+      xa -= k;
+      xb -= k;
+      g0 += da;
+      g1 += db;
+      p0 += da * xa;
+      p1 += db * xb;
+      q0 += xa;
+      q1 += xb;
+    }
+    double tg[P] = {}, tp[P] = {}, tq[P] = {};
+    for (int64_t i = body, l = 0; i < len; ++i, ++l) {
+      const double xc = static_cast<double>(xs[i]) - c;
+      const double d = static_cast<double>(dys[i]);
+      tg[l] += d;
+      tp[l] += d * xc;
+      tq[l] += xc;
+    }
+    double bg[P], bp[P], bq[P];
+    std::memcpy(bg, &g0, sizeof g0), std::memcpy(bg + 8, &g1, sizeof g1);
+    std::memcpy(bp, &p0, sizeof p0), std::memcpy(bp + 8, &p1, sizeof p1);
+    std::memcpy(bq, &q0, sizeof q0), std::memcpy(bq + 8, &q1, sizeof q1);
+    double sg = 0, sp = 0, sq = 0;
+    for (int64_t l = 0; l < P; ++l) {
+      // BackwardLanes::finish into zeroed sums, then sum_lanes: the same additions.
+      sg += 0.0 + (bg[l] + tg[l]);
+      sp += 0.0 + (bp[l] + tp[l]);
+      sq += 0.0 + (bq[l] + tq[l]);
+    }
+    // backward_sums_chunk's caller folds its one chunk into zeroed sums.
+    sums[s] = add_sums(BackwardSums{}, BackwardSums{sg, sp, sq});
+  }
+}
+
 // The block's rows in reverse memory order (the reduction's last lines first, as
 
 }  // namespace
@@ -160,6 +228,10 @@ BNORM_INLINE void backward_sums_block_impl(const T* x, const T* dy, const Geomet
       double center, const ReluGate<T>& gate, int64_t index) {                             \
     return backward_sums_chunk_impl(xc, dyc, plan, chunk, center, gate, index);            \
   }                                                                                        \
+  BNORM_CLONES void backward_sums_slices(const T* x, const T* dy, int64_t len, int64_t count, \
+                                         const T* center, bool more, BackwardSums* sums) {   \
+    backward_sums_slices_impl(x, dy, len, count, center, more, sums);                        \
+  }                                                                                          \
   BNORM_CLONES void backward_sums_block(const T* x, const T* dy, const Geometry& g,        \
                                         const ChannelsFirstChunks& plan, int64_t c0,       \
                                         int64_t c1, const T* center,                       \
