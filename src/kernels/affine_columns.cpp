@@ -47,13 +47,15 @@ BNORM_INLINE void column_affine_row_impl(const T* x, T* y, int64_t cols, RowCoef
 //     pass);
 //   dx[j] = (w[j] * dy) * k + ((x - hi) - lo) * q + r  in T,
 // xhat = ((x - hi) - lo) * k (for LayerNorm hi + lo is the row's exact mean and k its
-// rstd, for RMSNorm hi = lo = 0). Db implies Dw (the driver then keeps both). dy[j] is
-// read before dx[j] (which may be dy) is written.
+// rstd, for RMSNorm hi = lo = 0). Db implies Dw (the driver then keeps both). `fresh`:
+// the partials start from zero here (0.0 + the rows' terms, the bits of a zeroed buffer,
+// without writing and reading it: the zeroing was 7% of the backward at (8192, 768)).
+// dy[j] is read before dx[j] (which may be dy) is written.
 template <int R, bool Dw, bool Db, bool Dx, bool Weight, class T>
 BNORM_INLINE void column_backward_values(const T* x, const T* dy, const T* w, T* dx,
                                          int64_t cols, int64_t begin, int64_t end,
                                          const BackwardCoefficients<T>* c, double* dw,
-                                         double* db) {
+                                         double* db, bool fresh) {
   double hi[R], lo[R], k[R];
   for (int i = 0; i < R; ++i) {
     hi[i] = static_cast<double>(c[i].hi);
@@ -62,8 +64,8 @@ BNORM_INLINE void column_backward_values(const T* x, const T* dy, const T* w, T*
   }
   for (int64_t j = begin; j < end; ++j) {
     double aw = 0, ab = 0;
-    if constexpr (Dw) aw = dw[j];
-    if constexpr (Db) ab = db[j];
+    if constexpr (Dw) aw = fresh ? 0.0 : dw[j];
+    if constexpr (Db) ab = fresh ? 0.0 : db[j];
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
       const T d = dy[i * cols + j], xv = x[i * cols + j];
@@ -87,7 +89,7 @@ template <int R, bool Dw, bool Db, bool Dx, bool Weight, class T>
 BNORM_INLINE void column_backward_vectors(const T* x, const T* dy, const T* w, T* dx,
                                           int64_t cols, int64_t begin, int64_t end,
                                           const BackwardCoefficients<T>* c, double* dw,
-                                          double* db) {
+                                          double* db, bool fresh) {
   double hi[R], lo[R], k[R];
   for (int i = 0; i < R; ++i) {
     hi[i] = static_cast<double>(c[i].hi);
@@ -96,8 +98,8 @@ BNORM_INLINE void column_backward_vectors(const T* x, const T* dy, const T* w, T
   }
   for (int64_t j = begin; j < end; j += 8) {
     Double8 aw{}, ab{};
-    if constexpr (Dw) load8(dw + j, aw);
-    if constexpr (Db) load8(db + j, ab);
+    if constexpr (Dw) if (!fresh) load8(dw + j, aw);
+    if constexpr (Db) if (!fresh) load8(db + j, ab);
     Vec8<T> wv{};
     if constexpr (Dx && Weight) load_vec8(w + j, wv);
 #pragma GCC unroll 4
@@ -129,44 +131,45 @@ BNORM_INLINE void column_backward_vectors(const T* x, const T* dy, const T* w, T
 template <int R, bool Dw, bool Db, bool Dx, bool Weight, class T>
 BNORM_INLINE void column_backward_kernel(const T* x, const T* dy, const T* w, T* dx,
                                          int64_t cols, const BackwardCoefficients<T>* c,
-                                         double* dw, double* db) {
+                                         double* dw, double* db, bool fresh) {
   // No scalar head to align the stores (as the single-row maps have): R rows of any
   // length are not aligned alike, and a head of up to 15 values in scalar code cost more
   // (13% of the pass at (8192, 768)) than the split stores it avoids.
   const int64_t body_end = cols / 8 * 8;
-  column_backward_vectors<R, Dw, Db, Dx, Weight>(x, dy, w, dx, cols, 0, body_end, c, dw, db);
-  column_backward_values<R, Dw, Db, Dx, Weight>(x, dy, w, dx, cols, body_end, cols, c, dw, db);
+  column_backward_vectors<R, Dw, Db, Dx, Weight>(x, dy, w, dx, cols, 0, body_end, c, dw, db, fresh);
+  column_backward_values<R, Dw, Db, Dx, Weight>(x, dy, w, dx, cols, body_end, cols, c, dw, db, fresh);
 }
 
 template <int R, bool Dw, bool Db, class T>
 BNORM_INLINE void column_backward_dx(const T* x, const T* dy, const T* w, T* dx, int64_t cols,
-                                     const BackwardCoefficients<T>* c, double* dw, double* db) {
-  if (!dx) column_backward_kernel<R, Dw, Db, false, false>(x, dy, w, dx, cols, c, dw, db);
-  else if (w) column_backward_kernel<R, Dw, Db, true, true>(x, dy, w, dx, cols, c, dw, db);
-  else column_backward_kernel<R, Dw, Db, true, false>(x, dy, w, dx, cols, c, dw, db);
+                                     const BackwardCoefficients<T>* c, double* dw, double* db,
+                                     bool fresh) {
+  if (!dx) column_backward_kernel<R, Dw, Db, false, false>(x, dy, w, dx, cols, c, dw, db, fresh);
+  else if (w) column_backward_kernel<R, Dw, Db, true, true>(x, dy, w, dx, cols, c, dw, db, fresh);
+  else column_backward_kernel<R, Dw, Db, true, false>(x, dy, w, dx, cols, c, dw, db, fresh);
 }
 
 template <int R, class T>
 BNORM_INLINE void column_backward_block(const T* x, const T* dy, const T* w, T* dx,
                                         int64_t cols, const BackwardCoefficients<T>* c,
-                                        double* dw, double* db) {
-  if (db) column_backward_dx<R, true, true>(x, dy, w, dx, cols, c, dw, db);
-  else if (dw) column_backward_dx<R, true, false>(x, dy, w, dx, cols, c, dw, db);
-  else if (dx) column_backward_dx<R, false, false>(x, dy, w, dx, cols, c, dw, db);
+                                        double* dw, double* db, bool fresh) {
+  if (db) column_backward_dx<R, true, true>(x, dy, w, dx, cols, c, dw, db, fresh);
+  else if (dw) column_backward_dx<R, true, false>(x, dy, w, dx, cols, c, dw, db, fresh);
+  else if (dx) column_backward_dx<R, false, false>(x, dy, w, dx, cols, c, dw, db, fresh);
 }
 
 template <class T>
 BNORM_INLINE void column_backward_affine_rows_impl(const T* x, const T* dy, const T* w, T* dx,
                                                    int64_t rows, int64_t cols,
                                                    const BackwardCoefficients<T>* c,
-                                                   double* dw, double* db) {
+                                                   double* dw, double* db, bool fresh) {
   if (rows == kRowBlock) {
-    column_backward_block<kRowBlock>(x, dy, w, dx, cols, c, dw, db);
+    column_backward_block<kRowBlock>(x, dy, w, dx, cols, c, dw, db, fresh);
     return;
   }
   for (int64_t i = 0; i < rows; ++i)
     column_backward_block<1>(x + i * cols, dy + i * cols, w, dx ? dx + i * cols : nullptr, cols,
-                             c + i, dw, db);
+                             c + i, dw, db, fresh && i == 0);
 }
 
 }  // namespace
@@ -179,8 +182,8 @@ BNORM_INLINE void column_backward_affine_rows_impl(const T* x, const T* dy, cons
   BNORM_CLONES void column_backward_affine_rows(const T* x, const T* dy, const T* w, T* dx, \
                                                 int64_t rows, int64_t cols,                  \
                                                 const BackwardCoefficients<T>* c, double* dw, \
-                                                double* db) {                                \
-    column_backward_affine_rows_impl(x, dy, w, dx, rows, cols, c, dw, db);                   \
+                                                double* db, bool fresh) {                    \
+    column_backward_affine_rows_impl(x, dy, w, dx, rows, cols, c, dw, db, fresh);            \
   }
 
 BNORM_DEFINE_COLUMN_MAPS(float)

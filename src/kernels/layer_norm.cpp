@@ -93,8 +93,6 @@ void layer_norm_backward(int64_t rows, int64_t cols, const T* x, const T* dy, T*
     // The column map computes db only beside dw: with dbias alone, dw goes to the scratch.
     double* dw = partial ? partial + 2 * chunk * cols : nullptr;
     double* db = dbias ? partial + (2 * chunk + 1) * cols : nullptr;
-    if (dw) std::fill_n(dw, cols, 0.0);
-    if (db) std::fill_n(db, cols, 0.0);
     for (int64_t r0 = plan.begin(chunk); r0 < plan.end(chunk); r0 += kRowBlock) {
       const int64_t r1 = std::min(plan.end(chunk), r0 + kRowBlock);
       BackwardCoefficients<T> c[kRowBlock];
@@ -111,7 +109,8 @@ void layer_norm_backward(int64_t rows, int64_t cols, const T* x, const T* dy, T*
         c[r - r0] = coefficients.call(coefficients.context, r, sums);
       }
       column_backward_affine_rows(x + r0 * cols, dy + r0 * cols, weight,
-                                  dx ? dx + r0 * cols : nullptr, r1 - r0, cols, c, dw, db);
+                                  dx ? dx + r0 * cols : nullptr, r1 - r0, cols, c, dw, db,
+                                  r0 == plan.begin(chunk));
     }
   }
   if (dweight) fold_column_partials(cols, plan.count, partial, 2 * cols, dweight, nt);

@@ -51,10 +51,10 @@ struct RowCoefficients {
      partials in double with xhat = ((x - hi) - lo) * k, rows in order, dw[j] += dy *    \
      xhat and db[j] += dy (db not null needs dw not null; each null: not computed); and, \
      when dx is not null, dx[j] = (w[j] * dy[j]) * k + ((x[j] - hi) - lo) * q + r in T.  \
-     dx may equal dy. */                                                                 \
+     dx may equal dy. fresh: dw and db start from zero (their contents are not read). */ \
   void column_backward_affine_rows(const T* x, const T* dy, const T* w, T* dx, int64_t rows, \
                                    int64_t cols, const BackwardCoefficients<T>* c,          \
-                                   double* dw, double* db);
+                                   double* dw, double* db, bool fresh);
 
 BNORM_DECLARE_ROW_MAPS(float)
 BNORM_DECLARE_ROW_MAPS(double)
