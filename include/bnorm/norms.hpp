@@ -109,6 +109,8 @@ class LayerNorm {
   bool is_training() const { return training_; }
   const std::vector<int64_t>& normalized_shape() const { return normalized_shape_; }
   const LayerNormOptions& options() const { return options_; }
+  // eps > 0 and finite; the next forward uses it.
+  void set_eps(double eps);
   std::span<T> weight() { return weight_; }
   std::span<T> bias() { return bias_; }
   std::span<const T> weight() const { return weight_; }
@@ -143,6 +145,8 @@ class RMSNorm {
   bool is_training() const { return training_; }
   const std::vector<int64_t>& normalized_shape() const { return normalized_shape_; }
   const RMSNormOptions& options() const { return options_; }
+  // eps > 0 and finite (std::nullopt: the machine epsilon of T); the next forward uses it.
+  void set_eps(std::optional<double> eps);
   std::span<T> weight() { return weight_; }
   std::span<const T> weight() const { return weight_; }
   std::span<const T> grad_weight() const { return grad_weight_; }
@@ -175,6 +179,8 @@ class GroupNorm {
   int64_t num_groups() const { return num_groups_; }
   int64_t num_channels() const { return num_channels_; }
   const GroupNormOptions& options() const { return options_; }
+  // eps > 0 and finite; the next forward uses it.
+  void set_eps(double eps);
   std::span<T> weight() { return weight_; }
   std::span<T> bias() { return bias_; }
   std::span<const T> weight() const { return weight_; }
@@ -215,6 +221,10 @@ class InstanceNorm {
   bool is_training() const { return training_; }
   int64_t num_features() const { return num_features_; }
   const InstanceNormOptions& options() const { return options_; }
+  // eps > 0 and finite; the next forward uses it.
+  void set_eps(double eps);
+  // In [0, 1]; the next training forward with running statistics uses it.
+  void set_momentum(double momentum);
   std::span<T> weight() { return weight_; }
   std::span<T> bias() { return bias_; }
   std::span<T> running_mean() { return running_mean_; }

@@ -92,7 +92,16 @@ class _Norm(_Mode):
         self._input = None
 
     dtype = property(lambda self: self._dtype, doc="Fixed at construction.")
-    eps = property(lambda self: self._native.eps, doc="Fixed at construction.")
+    _settable = ("eps",)  # settings a copy carries over, beside the constructor's
+
+    @property
+    def eps(self):
+        """Finite and > 0; the next forward uses a new value (as setting torch's .eps)."""
+        return self._native.eps
+
+    @eps.setter
+    def eps(self, value):
+        self._native.eps = _check_scalar("eps", value, 0.0)
 
     @property
     def training(self):
@@ -187,12 +196,15 @@ class _Norm(_Mode):
         """Settings, mode, state (copies) and gradients; not the last forward's input, so a
         copy's backward() needs a forward of its own first (as BatchNorm's)."""
         return {"dtype": self._dtype, "args": self._args, "training": self.training,
+                "settings": {name: getattr(self, name) for name in self._settable},
                 "state": {name: np.array(getattr(self, name)) for name in self._state_names()},
                 "grad_weight": self.grad_weight, "grad_bias": self.grad_bias}
 
     def __setstate__(self, state):
         self._build(state["dtype"], *state["args"])
         self.training = state["training"]
+        for name, value in state.get("settings", {}).items():
+            setattr(self, name, value)
         if isinstance(self, _InstanceNorm):
             self.num_batches_tracked = (np.zeros((), np.int64) if self.track_running_stats
                                         else None)
@@ -238,6 +250,15 @@ class RMSNorm(_Norm):
 
     normalized_shape = property(lambda self: tuple(self._native.normalized_shape))
     elementwise_affine = property(lambda self: self._native.elementwise_affine)
+
+    @property
+    def eps(self):
+        """None (the dtype's machine epsilon) or finite and > 0."""
+        return self._native.eps
+
+    @eps.setter
+    def eps(self, value):
+        self._native.eps = None if value is None else _check_scalar("eps", value, 0.0)
 
     def __repr__(self):
         return (f"RMSNorm({self.normalized_shape}, eps={self.eps}, "
@@ -289,7 +310,16 @@ class _InstanceNorm(_Norm):
                                     else None)
 
     num_features = property(lambda self: self._native.num_features)
-    momentum = property(lambda self: self._native.momentum)
+    _settable = ("eps", "momentum")
+
+    @property
+    def momentum(self):
+        """In [0, 1]; the next training forward with running statistics uses a new value."""
+        return self._native.momentum
+
+    @momentum.setter
+    def momentum(self, value):
+        self._native.momentum = _check_scalar("momentum", value, 0.0, 1.0)
     affine = property(lambda self: self._native.affine)
     track_running_stats = property(lambda self: self._native.track_running_stats)
 

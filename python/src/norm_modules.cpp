@@ -143,7 +143,10 @@ void bind_layer_norm(py::module_& m, const char* name) {
         return B::view(self, mod.bias(), mod.normalized_shape());
       })
       .def_property_readonly("normalized_shape", [](B& self) { return self.module().normalized_shape(); })
-      .def_property_readonly("eps", [](B& self) { return self.module().options().eps; })
+      .def_property("eps", [](B& self) { return self.module().options().eps; },
+                    [](B& self, decltype(self.module().options().eps) eps) {
+                      self.module().set_eps(eps);
+                    })
       .def_property_readonly("elementwise_affine",
                              [](B& self) { return self.module().options().elementwise_affine; })
       .def_property_readonly("has_bias", [](B& self) {
@@ -165,7 +168,10 @@ void bind_rms_norm(py::module_& m, const char* name) {
         return B::view(self, mod.weight(), mod.normalized_shape());
       })
       .def_property_readonly("normalized_shape", [](B& self) { return self.module().normalized_shape(); })
-      .def_property_readonly("eps", [](B& self) { return self.module().options().eps; })
+      .def_property("eps", [](B& self) { return self.module().options().eps; },
+                    [](B& self, decltype(self.module().options().eps) eps) {
+                      self.module().set_eps(eps);
+                    })
       .def_property_readonly("elementwise_affine",
                              [](B& self) { return self.module().options().elementwise_affine; });
 }
@@ -188,7 +194,10 @@ void bind_group_norm(py::module_& m, const char* name) {
       })
       .def_property_readonly("num_groups", [](B& self) { return self.module().num_groups(); })
       .def_property_readonly("num_channels", [](B& self) { return self.module().num_channels(); })
-      .def_property_readonly("eps", [](B& self) { return self.module().options().eps; })
+      .def_property("eps", [](B& self) { return self.module().options().eps; },
+                    [](B& self, decltype(self.module().options().eps) eps) {
+                      self.module().set_eps(eps);
+                    })
       .def_property_readonly("affine", [](B& self) { return self.module().options().affine; });
 }
 
@@ -215,8 +224,12 @@ void bind_instance_norm(py::module_& m, const char* name) {
       .def_property_readonly("running_mean", state(&InstanceNorm<T>::running_mean))
       .def_property_readonly("running_var", state(&InstanceNorm<T>::running_var))
       .def_property_readonly("num_features", [](B& self) { return self.module().num_features(); })
-      .def_property_readonly("eps", [](B& self) { return self.module().options().eps; })
-      .def_property_readonly("momentum", [](B& self) { return self.module().options().momentum; })
+      .def_property("eps", [](B& self) { return self.module().options().eps; },
+                    [](B& self, decltype(self.module().options().eps) eps) {
+                      self.module().set_eps(eps);
+                    })
+      .def_property("momentum", [](B& self) { return self.module().options().momentum; },
+                    [](B& self, double momentum) { self.module().set_momentum(momentum); })
       .def_property_readonly("affine", [](B& self) { return self.module().options().affine; })
       .def_property_readonly("track_running_stats",
                              [](B& self) { return self.module().options().track_running_stats; });

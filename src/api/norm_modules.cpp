@@ -20,6 +20,12 @@ void check_eps(const char* op, double eps) {
                 std::string(op) + ": eps must be finite and > 0, got " + std::to_string(eps));
 }
 
+void check_momentum(const char* op, double momentum) {
+  if (!(momentum >= 0 && momentum <= 1))
+    throw Error(BNORM_ERROR_INVALID_VALUE,
+                std::string(op) + ": momentum must be in [0, 1], got " + std::to_string(momentum));
+}
+
 void check_positive(const char* op, const char* name, int64_t value) {
   if (value < 1)
     throw Error(BNORM_ERROR_INVALID_SHAPE,
@@ -73,6 +79,12 @@ std::span<T> span_or_empty(std::vector<T>& v, bool given) {
 // ---- LayerNorm ---------------------------------------------------------------------
 
 template <class T>
+void LayerNorm<T>::set_eps(double eps) {
+  check_eps("LayerNorm::set_eps", eps);
+  options_.eps = eps;
+}
+
+template <class T>
 LayerNorm<T>::LayerNorm(std::vector<int64_t> normalized_shape, LayerNormOptions options)
     : normalized_shape_(std::move(normalized_shape)), options_(options) {
   const int64_t count = elements_of("LayerNorm", normalized_shape_);
@@ -123,6 +135,12 @@ void LayerNorm<T>::backward(const TensorView<const T>& x, const TensorView<const
 // ---- RMSNorm -----------------------------------------------------------------------
 
 template <class T>
+void RMSNorm<T>::set_eps(std::optional<double> eps) {
+  if (eps) check_eps("RMSNorm::set_eps", *eps);
+  options_.eps = eps;
+}
+
+template <class T>
 RMSNorm<T>::RMSNorm(std::vector<int64_t> normalized_shape, RMSNormOptions options)
     : normalized_shape_(std::move(normalized_shape)), options_(options) {
   const int64_t count = elements_of("RMSNorm", normalized_shape_);
@@ -165,6 +183,12 @@ void RMSNorm<T>::backward(const TensorView<const T>& x, const TensorView<const T
 }
 
 // ---- GroupNorm ---------------------------------------------------------------------
+
+template <class T>
+void GroupNorm<T>::set_eps(double eps) {
+  check_eps("GroupNorm::set_eps", eps);
+  options_.eps = eps;
+}
 
 template <class T>
 GroupNorm<T>::GroupNorm(int64_t num_groups, int64_t num_channels, GroupNormOptions options)
@@ -228,13 +252,23 @@ void GroupNorm<T>::backward(const TensorView<const T>& x, const TensorView<const
 // ---- InstanceNorm ------------------------------------------------------------------
 
 template <class T>
+void InstanceNorm<T>::set_eps(double eps) {
+  check_eps("InstanceNorm::set_eps", eps);
+  options_.eps = eps;
+}
+
+template <class T>
+void InstanceNorm<T>::set_momentum(double momentum) {
+  check_momentum("InstanceNorm::set_momentum", momentum);
+  options_.momentum = momentum;
+}
+
+template <class T>
 InstanceNorm<T>::InstanceNorm(int64_t num_features, InstanceNormOptions options)
     : num_features_(num_features), options_(options) {
   check_positive("InstanceNorm", "num_features", num_features);
   check_eps("InstanceNorm", options_.eps);
-  if (!(options_.momentum >= 0 && options_.momentum <= 1))
-    throw Error(BNORM_ERROR_INVALID_VALUE, "InstanceNorm: momentum must be in [0, 1], got " +
-                                               std::to_string(options_.momentum));
+  check_momentum("InstanceNorm", options_.momentum);
   const auto c = static_cast<size_t>(num_features);
   api::allocation_failures_as_errors("InstanceNorm", [&] {
     if (options_.affine) {

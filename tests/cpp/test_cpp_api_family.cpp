@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cfloat>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -155,6 +156,54 @@ TEST(InstanceNormModule, TrainEvalAndRunningStatisticsFollowPyTorch) {
   EXPECT_LT(bnorm::test::norm_relative_error(y, y_ref), 1e-12);
   bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "momentum",
                [] { bnorm::InstanceNorm<float> bad(3, {1e-5, 2.0, false, true}); });
+}
+
+TEST(FamilyModules, SettersCheckTheirValueAndTheNextForwardUsesIt) {
+  const std::vector<int64_t> sizes{4, 6};
+  const auto x = bnorm::test::random_values<double>(24, 9, 0.2);
+  std::vector<double> y(24), y_ref(24);
+  bnorm::LayerNorm<double> ln({6});
+  ln.set_eps(0.5);
+  ln.forward({x.data(), sizes}, {y.data(), sizes});
+  ref::layer_norm_forward<double>(4, 6, x.data(), y_ref.data(), nullptr, nullptr, 0.5, nullptr,
+                                  nullptr);
+  EXPECT_LT(bnorm::test::norm_relative_error(y, y_ref), 1e-12);
+  for (double bad : {0.0, -1.0, std::nan(""), HUGE_VAL}) {
+    bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "LayerNorm::set_eps",
+                                    [&] { ln.set_eps(bad); });
+    EXPECT_EQ(ln.options().eps, 0.5);
+  }
+  bnorm::RMSNorm<double> rms({6}, {1e-3});
+  rms.set_eps(std::nullopt);
+  EXPECT_FALSE(rms.options().eps.has_value());
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "RMSNorm::set_eps",
+                                  [&] { rms.set_eps(-2.0); });
+  EXPECT_FALSE(rms.options().eps.has_value());
+  bnorm::GroupNorm<double> gn(2, 4);
+  gn.set_eps(1e-2);
+  EXPECT_EQ(gn.options().eps, 1e-2);
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "GroupNorm::set_eps",
+                                  [&] { gn.set_eps(0.0); });
+  bnorm::InstanceNorm<double> in(3, {1e-5, 0.1, false, true});
+  in.set_momentum(1.0);
+  in.set_eps(1e-3);
+  EXPECT_EQ(in.options().momentum, 1.0);
+  EXPECT_EQ(in.options().eps, 1e-3);
+  bnorm::test::expect_bnorm_error(BNORM_ERROR_INVALID_VALUE, "InstanceNorm::set_momentum",
+                                  [&] { in.set_momentum(-0.1); });
+  EXPECT_EQ(in.options().momentum, 1.0);
+  // momentum 1: the running statistics become this batch's (mean over samples of the
+  // per-(sample, channel) means), which a fresh module with momentum 1 also gives.
+  const std::vector<int64_t> in_sizes{2, 3, 4};
+  std::vector<double> yi(24), yj(24);
+  bnorm::InstanceNorm<double> fresh(3, {1e-3, 1.0, false, true});
+  in.forward({x.data(), in_sizes}, {yi.data(), in_sizes});
+  fresh.forward({x.data(), in_sizes}, {yj.data(), in_sizes});
+  EXPECT_EQ(yi, yj);
+  for (size_t c = 0; c < 3; ++c) {
+    EXPECT_EQ(in.running_mean()[c], fresh.running_mean()[c]);
+    EXPECT_EQ(in.running_var()[c], fresh.running_var()[c]);
+  }
 }
 
 }  // namespace

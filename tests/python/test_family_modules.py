@@ -322,3 +322,47 @@ def test_copies_keep_settings_mode_and_state_in_storage_of_their_own(make, how):
     # The last forward's input is not copied: a copy's backward needs its own forward.
     with pytest.raises(RuntimeError, match="before forward"):
         copy.deepcopy(m).backward(np.ones(shape, m.dtype))
+
+
+@pytest.mark.parametrize("name,make,make_torch,shape", _pairs(), ids=[p[0] for p in _pairs()])
+def test_setting_eps_and_momentum_acts_as_in_torch_and_copies_carry_it(name, make, make_torch,
+                                                                       shape, rng):
+    """eps (and InstanceNorm's momentum) set after construction are what the next forward
+    uses, as setting torch's attributes; copies carry the new values; a bad value is an
+    error naming it that changes nothing."""
+    import copy
+    import pickle
+    m, tm = make(), make_torch().double()
+    m.eps, tm.eps = 0.25, 0.25
+    if hasattr(m, "momentum"):
+        m.momentum, tm.momentum = 0.7, 0.7
+    x = rng.standard_normal(shape) * 0.3 + 1
+    for _ in range(2):  # InstanceNorm: the running statistics move by the new momentum
+        y = m(x.astype(m.dtype))
+        want = tm(torch.from_numpy(np.array(x, np.float64))).detach().numpy()
+        close(y, want, 1e-5, what=name)
+    for name_, value in tm.state_dict().items():
+        if name_ in m.state_dict():
+            close(m.state_dict()[name_], value.numpy(), 1e-5, what=name_)
+    for c in (copy.copy(m), copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert c.eps == 0.25 and getattr(c, "momentum", 0.7) == 0.7
+    for bad, error in ((0.0, ValueError), (-1.0, ValueError), (float("nan"), ValueError),
+                       ("1e-5", TypeError)):
+        with pytest.raises(error, match="eps"):
+            m.eps = bad
+        assert m.eps == 0.25
+    if hasattr(m, "momentum"):
+        with pytest.raises(ValueError, match="momentum"):
+            m.momentum = 1.5
+        assert m.momentum == 0.7
+
+
+def test_rms_norm_eps_none_is_the_machine_epsilon_again():
+    m = bnorm.RMSNorm(6, eps=1e-3, dtype=np.float64)
+    x = np.linspace(-1e-9, 1e-9, 12).reshape(2, 6)  # mean(x^2) far below 1e-3
+    small = m(x)
+    m.eps = None
+    assert m.eps is None
+    np.testing.assert_allclose(m(x), numpy_rms_norm(x, 1, None, np.finfo(np.float64).eps)[0],
+                               rtol=1e-12)
+    assert np.abs(m(x)).max() > 100 * np.abs(small).max()
