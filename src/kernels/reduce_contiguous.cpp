@@ -149,26 +149,31 @@ BNORM_INLINE void backward_sums_block_impl(const T* x, const T* dy, const Geomet
 // where it is used, and the slices' final sums overlap the next slice's loads. Each
 // slice prefetches the next at the same offset (`more`: memory after the last slice is
 // part of the tensor and read next).
+constexpr int64_t kSlicePrefetchBytes = 2048;
+
 template <class T>
 BNORM_INLINE void backward_sums_slices_impl(const T* x, const T* dy, int64_t len, int64_t count,
                                             const T* center, bool more, BackwardSums* sums) {
   constexpr int64_t P = kLanes;
   static_assert(P == 16, "two vectors of 8 lanes");
   const int64_t body = len / P * P;
+  // Prefetch distance: the next slice, or further for short slices (a slice of 196 floats
+  // is read in less time than the next one takes to arrive from L3).
+  const int64_t ahead = std::max(len, kSlicePrefetchBytes / int64_t{sizeof(T)});
   for (int64_t s = 0; s < count; ++s) {
     const T* xs = x + s * len;
     const T* dys = dy + s * len;
-    const bool next = more || s + 1 < count;
+    const bool next = more || (s + 1) * len + ahead <= count * len;
     const double c = static_cast<double>(center[s]);
     const Double8 k = Double8{} + c;
     Double8 g0{}, g1{}, p0{}, p1{}, q0{}, q1{};
     for (int64_t i = 0; i < body; i += P) {
       if (next) {
-        prefetch_line(xs + len, i);
-        prefetch_line(dys + len, i);
+        prefetch_line(xs + ahead, i);
+        prefetch_line(dys + ahead, i);
         if constexpr (sizeof(T) == 8) {
-          prefetch_line(xs + len, i + 8);
-          prefetch_line(dys + len, i + 8);
+          prefetch_line(xs + ahead, i + 8);
+          prefetch_line(dys + ahead, i + 8);
         }
       }
       Double8 xa, xb, da, db;
