@@ -131,6 +131,13 @@ def _setting(name):
                     doc="Fixed at construction (the C++ module's options() are const).")
 
 
+def _checked_setting(name, check, doc):
+    """A setting the C++ module holds, read from it and, once `check` passed, written to it
+    (a refused value raises and changes nothing)."""
+    return property(lambda self: getattr(self._native, name),
+                    lambda self, value: setattr(self._native, name, check(value)), doc=doc)
+
+
 def _checked_momentum(value):
     return None if value is None else _check_scalar("momentum", value, 0.0, 1.0)
 
@@ -204,22 +211,11 @@ class _BatchNorm(_Mode):
                                   for name in _ARRAYS))
 
     # ---- checked attributes ------------------------------------------------------------
-    @property
-    def eps(self):
-        return self._native.eps
-
-    @eps.setter
-    def eps(self, value):
-        self._native.eps = _check_scalar("eps", value, 0.0)
-
-    @property
-    def momentum(self):
-        """The running statistics' factor in [0, 1], or None for the cumulative average."""
-        return self._native.momentum
-
-    @momentum.setter
-    def momentum(self, value):
-        self._native.momentum = _checked_momentum(value)
+    eps = _checked_setting("eps", lambda value: _check_scalar("eps", value, 0.0),
+                           "Finite and >= 0.")
+    momentum = _checked_setting(
+        "momentum", _checked_momentum,
+        "The running statistics' factor in [0, 1], or None for the cumulative average.")
 
     @property
     def training(self):

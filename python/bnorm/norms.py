@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _bnorm
 from .functional import _check_bool, _check_scalar
-from .modules import _Mode, _load_state
+from .modules import _Mode, _checked_setting, _load_state
 from .norm_functional import _normalized_shape
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -94,14 +94,8 @@ class _Norm(_Mode):
     dtype = property(lambda self: self._dtype, doc="Fixed at construction.")
     _settable = ("eps",)  # settings a copy carries over, beside the constructor's
 
-    @property
-    def eps(self):
-        """Finite and > 0; the next forward uses a new value (as setting torch's .eps)."""
-        return self._native.eps
-
-    @eps.setter
-    def eps(self, value):
-        self._native.eps = _check_scalar("eps", value, 0.0)
+    eps = _checked_setting("eps", lambda value: _check_scalar("eps", value, 0.0),
+                           "Finite and > 0; the next forward uses a new value (as torch's).")
 
     @property
     def training(self):
@@ -251,14 +245,9 @@ class RMSNorm(_Norm):
     normalized_shape = property(lambda self: tuple(self._native.normalized_shape))
     elementwise_affine = property(lambda self: self._native.elementwise_affine)
 
-    @property
-    def eps(self):
-        """None (the dtype's machine epsilon) or finite and > 0."""
-        return self._native.eps
-
-    @eps.setter
-    def eps(self, value):
-        self._native.eps = None if value is None else _check_scalar("eps", value, 0.0)
+    eps = _checked_setting(
+        "eps", lambda value: None if value is None else _check_scalar("eps", value, 0.0),
+        "None (the dtype's machine epsilon) or finite and > 0.")
 
     def __repr__(self):
         return (f"RMSNorm({self.normalized_shape}, eps={self.eps}, "
@@ -312,14 +301,9 @@ class _InstanceNorm(_Norm):
     num_features = property(lambda self: self._native.num_features)
     _settable = ("eps", "momentum")
 
-    @property
-    def momentum(self):
-        """In [0, 1]; the next training forward with running statistics uses a new value."""
-        return self._native.momentum
-
-    @momentum.setter
-    def momentum(self, value):
-        self._native.momentum = _check_scalar("momentum", value, 0.0, 1.0)
+    momentum = _checked_setting(
+        "momentum", lambda value: _check_scalar("momentum", value, 0.0, 1.0),
+        "In [0, 1]; the next training forward with running statistics uses a new value.")
     affine = property(lambda self: self._native.affine)
     track_running_stats = property(lambda self: self._native.track_running_stats)
 

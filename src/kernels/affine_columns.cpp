@@ -51,17 +51,25 @@ BNORM_INLINE void column_affine_row_impl(const T* x, T* y, int64_t cols, RowCoef
 // the partials start from zero here (0.0 + the rows' terms, the bits of a zeroed buffer,
 // without writing and reading it: the zeroing was 7% of the backward at (8192, 768)).
 // dy[j] is read before dx[j] (which may be dy) is written.
+// The rows' hi, lo and k in double, for the partials' xhat.
+template <int R, class T>
+struct RowCentersInDouble {
+  double hi[R], lo[R], k[R];
+  BNORM_INLINE explicit RowCentersInDouble(const BackwardCoefficients<T>* c) {
+    for (int i = 0; i < R; ++i) {
+      hi[i] = static_cast<double>(c[i].hi);
+      lo[i] = static_cast<double>(c[i].lo);
+      k[i] = static_cast<double>(c[i].k);
+    }
+  }
+};
+
 template <int R, bool Dw, bool Db, bool Dx, bool Weight, class T>
 BNORM_INLINE void column_backward_values(const T* x, const T* dy, const T* w, T* dx,
                                          int64_t cols, int64_t begin, int64_t end,
                                          const BackwardCoefficients<T>* c, double* dw,
                                          double* db, bool fresh) {
-  double hi[R], lo[R], k[R];
-  for (int i = 0; i < R; ++i) {
-    hi[i] = static_cast<double>(c[i].hi);
-    lo[i] = static_cast<double>(c[i].lo);
-    k[i] = static_cast<double>(c[i].k);
-  }
+  const RowCentersInDouble<R, T> m(c);
   for (int64_t j = begin; j < end; ++j) {
     double aw = 0, ab = 0;
     if constexpr (Dw) aw = fresh ? 0.0 : dw[j];
@@ -69,7 +77,8 @@ BNORM_INLINE void column_backward_values(const T* x, const T* dy, const T* w, T*
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
       const T d = dy[i * cols + j], xv = x[i * cols + j];
-      if constexpr (Dw) aw += static_cast<double>(d) * (((static_cast<double>(xv) - hi[i]) - lo[i]) * k[i]);
+      if constexpr (Dw)
+        aw += static_cast<double>(d) * (((static_cast<double>(xv) - m.hi[i]) - m.lo[i]) * m.k[i]);
       if constexpr (Db) ab += static_cast<double>(d);
       if constexpr (Dx) {
         T g = d;
@@ -90,12 +99,7 @@ BNORM_INLINE void column_backward_vectors(const T* x, const T* dy, const T* w, T
                                           int64_t cols, int64_t begin, int64_t end,
                                           const BackwardCoefficients<T>* c, double* dw,
                                           double* db, bool fresh) {
-  double hi[R], lo[R], k[R];
-  for (int i = 0; i < R; ++i) {
-    hi[i] = static_cast<double>(c[i].hi);
-    lo[i] = static_cast<double>(c[i].lo);
-    k[i] = static_cast<double>(c[i].k);
-  }
+  const RowCentersInDouble<R, T> m(c);
   for (int64_t j = begin; j < end; j += 8) {
     Double8 aw{}, ab{};
     if constexpr (Dw) if (!fresh) load8(dw + j, aw);
@@ -113,7 +117,7 @@ BNORM_INLINE void column_backward_vectors(const T* x, const T* dy, const T* w, T
         if constexpr (Dw) {
           Double8 xd;
           load8(x + i * cols + j, xd);
-          aw += dd * (((xd - hi[i]) - lo[i]) * k[i]);
+          aw += dd * (((xd - m.hi[i]) - m.lo[i]) * m.k[i]);
         }
         if constexpr (Db) ab += dd;
       }
@@ -137,7 +141,8 @@ BNORM_INLINE void column_backward_kernel(const T* x, const T* dy, const T* w, T*
   // (13% of the pass at (8192, 768)) than the split stores it avoids.
   const int64_t body_end = cols / 8 * 8;
   column_backward_vectors<R, Dw, Db, Dx, Weight>(x, dy, w, dx, cols, 0, body_end, c, dw, db, fresh);
-  column_backward_values<R, Dw, Db, Dx, Weight>(x, dy, w, dx, cols, body_end, cols, c, dw, db, fresh);
+  column_backward_values<R, Dw, Db, Dx, Weight>(x, dy, w, dx, cols, body_end, cols, c, dw, db,
+                                                fresh);
 }
 
 template <int R, bool Dw, bool Db, class T>

@@ -94,8 +94,8 @@ void backward_channels_first(const Geometry& g, int64_t groups, const T* x, cons
       for (int64_t s = s0; s < s0 + v.per_group; ++s) {
         BackwardSums total{};  // the fold of batch_norm_backward_sums, chunk by chunk
         for (int64_t j = 0; j < plan.count; ++j)
-          total = add_sums(total, backward_sums_chunk(x + s * g.spatial, dy + s * g.spatial, plan, j,
-                                                      static_cast<double>(center[s]),
+          total = add_sums(total, backward_sums_chunk(x + s * g.spatial, dy + s * g.spatial,
+                                                      plan, j, static_cast<double>(center[s]),
                                                       ReluGate<T>{}, s * g.spatial));
         sums[s] = total;
       }

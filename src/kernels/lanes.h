@@ -147,9 +147,12 @@ struct BackwardLanes {
     for (int l = 0; i < len; ++i, ++l) {
       const double xc = static_cast<double>(x[i]) - center[l];
       double d;
-      if constexpr (F == DyFactor::weight) d = static_cast<double>(T(factor[i] * dy[i]));
-      else if constexpr (F == DyFactor::relu_gate) d = factor[i] <= 0 ? 0.0 : static_cast<double>(dy[i]);
-      else d = static_cast<double>(dy[i]);
+      if constexpr (F == DyFactor::weight)
+        d = static_cast<double>(T(factor[i] * dy[i]));
+      else if constexpr (F == DyFactor::relu_gate)
+        d = factor[i] <= 0 ? 0.0 : static_cast<double>(dy[i]);
+      else
+        d = static_cast<double>(dy[i]);
       tg[l] += d;
       tp[l] += d * xc;
       tq[l] += xc;

@@ -67,7 +67,8 @@ void layer_norm_forward(int64_t rows, int64_t cols, const T* x, T* y, const T* w
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * cols;
     // The next row's first lines, on their way while this row is reduced and mapped.
-    if (r + 1 < rows) prefetch_bytes(xr + cols, std::min(kRowPrefetchBytes, cols * int64_t{sizeof(T)}));
+    if (r + 1 < rows)
+      prefetch_bytes(xr + cols, std::min(kRowPrefetchBytes, cols * int64_t{sizeof(T)}));
     const double shift = finite_shift(static_cast<double>(xr[0]));
     Moments moments{};
     for (int64_t j = 0; j < plan.count; ++j)

@@ -127,9 +127,11 @@ BNORM_INLINE void backward_sums_block_impl(const T* x, const T* dy, const Geomet
         const T* next_x = more ? x + at + next_row : nullptr;
         const T* next_dy = more ? dy + at + next_row : nullptr;
         if (const T* gp = gate_run(gate, at, g.spatial, tmp))
-          lanes[b].template add_run<DyFactor::relu_gate>(x + at, dy + at, gp, g.spatial, next_x, next_dy);
+          lanes[b].template add_run<DyFactor::relu_gate>(x + at, dy + at, gp, g.spatial, next_x,
+                                                         next_dy);
         else
-          lanes[b].template add_run<DyFactor::none>(x + at, dy + at, gp, g.spatial, next_x, next_dy);
+          lanes[b].template add_run<DyFactor::none>(x + at, dy + at, gp, g.spatial, next_x,
+                                                    next_dy);
       },
       [&](int64_t j) BNORM_INLINE_LAMBDA {
         for (int64_t b = 0; b < width; ++b) {
