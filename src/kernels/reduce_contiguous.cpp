@@ -145,20 +145,17 @@ BNORM_INLINE void backward_sums_block_impl(const T* x, const T* dy, const Geomet
 }
 
 // Consecutive slices of `len` <= kChunk values (slice s at x + s * len), each one
-// channels-first chunk: the bits of backward_sums_chunk on each (16 lanes, value i in
-// lane i % 16, the last len % 16 values in tail lanes 0, 1, ..., lanes summed in order),
-// without its per-call set-up: the lanes are six registers, the tail is written only
-// where it is used, and the slices' final sums overlap the next slice's loads. Each
-// slice prefetches the next at the same offset (`more`: memory after the last slice is
-// part of the tensor and read next).
+// channels-first chunk: backward_sums_chunk's lanes and bits on each, folded from zero,
+// without its per-call work (plan, gate, sub-pieces), prefetching at least
+// kSlicePrefetchBytes ahead (`more`: the memory after the last slice is part of the
+// tensor and read next). (The lanes stay in BackwardLanes: a hand-written copy with
+// 64-byte vector locals was spilled with aligned stores that ASan's fake stack frames,
+// detect_stack_use_after_return, do not align.)
 constexpr int64_t kSlicePrefetchBytes = 2048;
 
 template <class T>
 BNORM_INLINE void backward_sums_slices_impl(const T* x, const T* dy, int64_t len, int64_t count,
                                             const T* center, bool more, BackwardSums* sums) {
-  constexpr int64_t P = kLanes;
-  static_assert(P == 16, "two vectors of 8 lanes");
-  const int64_t body = len / P * P;
   // Prefetch distance: the next slice, or further for short slices (a slice of 196 floats
   // is read in less time than the next one takes to arrive from L3).
   const int64_t ahead = std::max(len, kSlicePrefetchBytes / int64_t{sizeof(T)});
@@ -166,53 +163,14 @@ BNORM_INLINE void backward_sums_slices_impl(const T* x, const T* dy, int64_t len
     const T* xs = x + s * len;
     const T* dys = dy + s * len;
     const bool next = more || (s + 1) * len + ahead <= count * len;
-    const double c = static_cast<double>(center[s]);
-    const Double8 k = Double8{} + c;
-    Double8 g0{}, g1{}, p0{}, p1{}, q0{}, q1{};
-    for (int64_t i = 0; i < body; i += P) {
-      if (next) {
-        prefetch_line(xs + ahead, i);
-        prefetch_line(dys + ahead, i);
-        if constexpr (sizeof(T) == 8) {
-          prefetch_line(xs + ahead, i + 8);
-          prefetch_line(dys + ahead, i + 8);
-        }
-      }
-      Double8 xa, xb, da, db;
-      load8(xs + i, xa);
-      load8(xs + i + 8, xb);
-      load8(dys + i, da);
-      load8(dys + i + 8, db);
-      xa -= k;
-      xb -= k;
-      g0 += da;
-      g1 += db;
-      p0 += da * xa;
-      p1 += db * xb;
-      q0 += xa;
-      q1 += xb;
-    }
-    double tg[P] = {}, tp[P] = {}, tq[P] = {};
-    for (int64_t i = body, l = 0; i < len; ++i, ++l) {
-      const double xc = static_cast<double>(xs[i]) - c;
-      const double d = static_cast<double>(dys[i]);
-      tg[l] += d;
-      tp[l] += d * xc;
-      tq[l] += xc;
-    }
-    double bg[P], bp[P], bq[P];
-    std::memcpy(bg, &g0, sizeof g0), std::memcpy(bg + 8, &g1, sizeof g1);
-    std::memcpy(bp, &p0, sizeof p0), std::memcpy(bp + 8, &p1, sizeof p1);
-    std::memcpy(bq, &q0, sizeof q0), std::memcpy(bq + 8, &q1, sizeof q1);
-    double sg = 0, sp = 0, sq = 0;
-    for (int64_t l = 0; l < P; ++l) {
-      // BackwardLanes::finish into zeroed sums, then sum_lanes: the same additions.
-      sg += 0.0 + (bg[l] + tg[l]);
-      sp += 0.0 + (bp[l] + tp[l]);
-      sq += 0.0 + (bq[l] + tq[l]);
-    }
-    // backward_sums_chunk's caller folds its one chunk into zeroed sums.
-    sums[s] = add_sums(BackwardSums{}, BackwardSums{sg, sp, sq});
+    double k[kLanes], s_dy[kLanes] = {}, s_dyxc[kLanes] = {}, s_xc[kLanes] = {};
+    for (double& v : k) v = static_cast<double>(center[s]);
+    BackwardLanes<2, T> lanes(k);
+    lanes.template add_run<DyFactor::none>(xs, dys, nullptr, len, next ? xs + ahead : nullptr,
+                                           next ? dys + ahead : nullptr);
+    lanes.finish(s_dy, s_dyxc, s_xc);
+    sums[s] = add_sums(BackwardSums{},
+                       BackwardSums{sum_lanes(s_dy), sum_lanes(s_dyxc), sum_lanes(s_xc)});
   }
 }
 
