@@ -1,12 +1,13 @@
 // The row-wise normalizations' elementwise maps (row_maps.h), forward and backward side
-// by side: per-row coefficients, per-column weight and bias. Plain loops for the
-// vectorizer; the optional weight and bias are template constants so that each variant
-// is one straight loop. Stores are line-aligned after a head (values_before_line, as
-// affine.cpp: a buffer from malloc is only 16-byte aligned).
+// by side: per-row coefficients, per-column weight and bias; the optional parts are
+// template constants so that each variant is one straight loop. The forward is a plain
+// loop for the vectorizer, its stores line-aligned after a head (values_before_line, as
+// affine.cpp: a buffer from malloc is only 16-byte aligned); the backward maps blocks of
+// rows in explicit 8-wide vectors with a scalar twin for the last cols % 8 columns.
+#include <cstring>
+
 #include "kernels/row_maps.h"
 #include "kernels/simd.h"
-
-#include <cstring>
 
 namespace bnorm::kernels {
 namespace {
@@ -40,17 +41,6 @@ BNORM_INLINE void column_affine_row_impl(const T* x, T* y, int64_t cols, RowCoef
   else column_affine_kernel<false, false>(x, y, cols, c, w, b);
 }
 
-// The backward map of R consecutive rows (row i at x + i * cols, its map c[i]), one pass
-// over their cached x and dy, column by column:
-//   dw[j] += dy * xhat, db[j] += dy  in double, rows in order (each column's partial is
-//     loaded and stored once per R rows: with a partial per row, its stores bounded the
-//     pass);
-//   dx[j] = (w[j] * dy) * k + ((x - hi) - lo) * q + r  in T,
-// xhat = ((x - hi) - lo) * k (for LayerNorm hi + lo is the row's exact mean and k its
-// rstd, for RMSNorm hi = lo = 0). Db implies Dw (the driver then keeps both). `fresh`:
-// the partials start from zero here (0.0 + the rows' terms, the bits of a zeroed buffer,
-// without writing and reading it: the zeroing was 7% of the backward at (8192, 768)).
-// dy[j] is read before dx[j] (which may be dy) is written.
 // The rows' hi, lo and k in double, for the partials' xhat.
 template <int R, class T>
 struct RowCentersInDouble {
@@ -64,6 +54,17 @@ struct RowCentersInDouble {
   }
 };
 
+// The backward map of R consecutive rows (row i at x + i * cols, its map c[i]), one pass
+// over their cached x and dy, column by column:
+//   dw[j] += dy * xhat, db[j] += dy  in double, rows in order (each column's partial is
+//     loaded and stored once per R rows: with a partial per row, its stores bounded the
+//     pass);
+//   dx[j] = (w[j] * dy) * k + ((x - hi) - lo) * q + r  in T,
+// xhat = ((x - hi) - lo) * k (for LayerNorm hi + lo is the row's exact mean and k its
+// rstd, for RMSNorm hi = lo = 0). Db implies Dw (the driver then keeps both). `fresh`:
+// the partials start from zero here (0.0 + the rows' terms, the bits of a zeroed buffer,
+// without writing and reading it: the zeroing was 7% of the backward at (8192, 768)).
+// dy[j] is read before dx[j] (which may be dy) is written.
 template <int R, bool Dw, bool Db, bool Dx, bool Weight, class T>
 BNORM_INLINE void column_backward_values(const T* x, const T* dy, const T* w, T* dx,
                                          int64_t cols, int64_t begin, int64_t end,
