@@ -12,10 +12,6 @@
 namespace bnorm::kernels {
 namespace {
 
-constexpr int64_t kAlignedRunValues = 1024;
-
-// packed from the sub-piece just written, still in L1).
-
 // How an elementwise pass cuts rows [r0, r1) of ld channels whose coefficients repeat
 // every `period` values (lcm(c, 16) for flat rows, else c):
 //   unpieced: one piece, the whole block;

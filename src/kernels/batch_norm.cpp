@@ -114,12 +114,10 @@ void batch_norm_backward_apply(const Geometry& g, const T* x, const T* dy, T* dx
 namespace {
 
 // Run channel by channel? Slices of `slice_bytes` per channel must fit the budget, and
-// whole channels per thread must keep the threads busy: c / (nt * ceil(c / nt)) of their
-// time, at least 3/4 (the separate passes move 1.5x (forward) to 1.7x (backward) the
-// bytes, so below that they win).
+// whole channels per thread must keep the threads busy (items_fill_threads, policy.h).
 bool fused_channels(const Geometry& g, int nt, int64_t slice_bytes) {
   if (rows_of_channels(g) || slice_bytes > fused_slice_budget()) return false;
-  return nt == 1 || 4 * g.c >= 3 * nt * ceil_div(g.c, nt);
+  return items_fill_threads(g.c, nt);
 }
 
 // Channel ch's slices, last piece first: the reduction has just read the slice front to

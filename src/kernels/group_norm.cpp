@@ -29,10 +29,9 @@ GroupViews views_of(const Geometry& g, int64_t groups) {
 
 // Fused, group by group? Only with more than one value per reduction run (a view with
 // spatial 1 reduces as rows of channels, with other bits), and when whole groups keep
-// the threads busy, as batch norm's rule (batch_norm.cpp, fused_channels).
+// the threads busy (items_fill_threads, policy.h).
 bool fused_groups(int64_t groups_total, int64_t run, int nt) {
-  if (run <= 1) return false;
-  return nt == 1 || 4 * groups_total >= 3 * nt * ceil_div(groups_total, nt);
+  return run > 1 && items_fill_threads(groups_total, nt);
 }
 
 template <class T>
@@ -155,14 +154,14 @@ Moments channels_last_group_moments(const Geometry& g, int64_t n, int64_t first,
   return total;
 }
 
-// Fused, sample by sample? When the samples keep the threads busy (batch norm's rule) and
+// Fused, sample by sample? When the samples keep the threads busy (policy.h) and
 // one sample's x and y fit the fused budget (policy.h): each sample is then reduced and
 // normalized while it is in L2, 2T instead of 3T (measured, one thread, float32, best of 8
 // alternating runs: (8,64,56,56) G=32 22.8 -> 25.7 GB/s, (32,256,14,14) G=32 20.3 -> 23.6).
 // The partials, their folds and the maps are those of the separate passes: the same bits.
 bool fused_samples(const Geometry& g, int nt, int64_t value_bytes) {
-  if (2 * g.spatial * g.c * value_bytes > fused_slice_budget()) return false;
-  return nt == 1 || 4 * g.n >= 3 * nt * ceil_div(g.n, int64_t{nt});
+  return 2 * g.spatial * g.c * value_bytes <= fused_slice_budget() &&
+         items_fill_threads(g.n, nt);
 }
 
 template <class T>

@@ -33,9 +33,6 @@ struct ColumnChunks {
   int64_t end(int64_t chunk) const { return std::min(rows, (chunk + 1) * rows_per_chunk); }
 };
 
-// Bytes of the next row the forward prefetches before each row.
-constexpr int64_t kRowPrefetchBytes = 4096;
-
 // Columns per work item of the fold.
 constexpr int64_t kFoldColumns = 1024;
 

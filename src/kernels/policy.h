@@ -36,6 +36,17 @@ constexpr int64_t kShortRowBytes = 512;
 // Bytes of the next slice a channels-first elementwise walk prefetches: slices of a few
 // hundred bytes, c * spatial apart, are too short for the hardware prefetcher to catch.
 constexpr int64_t kPrefetchBytes = 1024;
+// Group norm's channels-first backward sums (backward_sums_slices) prefetch at least this
+// far ahead: a slice of 196 floats is summed faster than the next one arrives from L3.
+constexpr int64_t kSlicePrefetchBytes = 2048;
+// The row-wise forward prefetches up to this much of the next row before each row.
+constexpr int64_t kRowPrefetchBytes = 4096;
+// Runs shorter than this skip the scalar head that line-aligns the backward map's stores:
+// on slices of 196 values the head cost more than the split stores it avoids.
+constexpr int64_t kAlignedRunValues = 1024;
+// Rows per pass of the row-wise backward map: each column partial is loaded and stored
+// once per block (4 rows of 1024 floats, x and dy, are 32 KB: L1 or L2).
+constexpr int64_t kRowBlock = 4;
 
 // Below this many values a kernel runs on one thread: 2^15, or 2^19 when waiting OpenMP
 // threads sleep (OMP_WAIT_POLICY=passive, read once), as waking one costs as long as a
@@ -46,6 +57,14 @@ int64_t min_parallel_values();
 // `threads`.
 inline int threads_for(int64_t values, int threads) {
   return values < min_parallel_values() ? 1 : threads;
+}
+
+// Do `items` whole work items keep `nt` threads busy enough for a fused pass? Each thread
+// is busy items / (nt * ceil(items / nt)) of the time; at least 3/4, since the separate
+// passes move 1.5x (forward) to 1.7x (backward) the bytes and win below that. Batch
+// norm's channels, group norm's groups and channels-last samples all use this rule.
+inline bool items_fill_threads(int64_t items, int nt) {
+  return nt == 1 || 4 * items >= 3 * int64_t{nt} * ((items + nt - 1) / nt);
 }
 
 // Channel blocking: may a channels-first pass keep a channel's slice in cache?

@@ -12,7 +12,6 @@
 // training): rows of 256 B ((256,16,8,8)) 17 -> 22 GB/s, backward 15.5 -> 20; rows of
 // 2.3 KB ((256,6,24,24)) 20 -> 17, so only rows under kShortRowBytes walk in blocks.
 #include <algorithm>
-#include <cstring>
 
 #include "kernels/lanes.h"
 #include "kernels/reduce.h"
@@ -147,17 +146,15 @@ BNORM_INLINE void backward_sums_block_impl(const T* x, const T* dy, const Geomet
 // Consecutive slices of `len` <= kChunk values (slice s at x + s * len), each one
 // channels-first chunk: backward_sums_chunk's lanes and bits on each, folded from zero,
 // without its per-call work (plan, gate, sub-pieces), prefetching at least
-// kSlicePrefetchBytes ahead (`more`: the memory after the last slice is part of the
-// tensor and read next). (The lanes stay in BackwardLanes: a hand-written copy with
+// kSlicePrefetchBytes ahead (policy.h; `more`: the memory after the last slice is part of
+// the tensor and read next). (The lanes stay in BackwardLanes: a hand-written copy with
 // 64-byte vector locals was spilled with aligned stores that ASan's fake stack frames,
 // detect_stack_use_after_return, do not align.)
-constexpr int64_t kSlicePrefetchBytes = 2048;
 
 template <class T>
 BNORM_INLINE void backward_sums_slices_impl(const T* x, const T* dy, int64_t len, int64_t count,
                                             const T* center, bool more, BackwardSums* sums) {
-  // Prefetch distance: the next slice, or further for short slices (a slice of 196 floats
-  // is read in less time than the next one takes to arrive from L3).
+  // Prefetch distance: the next slice, or further for short slices.
   const int64_t ahead = std::max(len, kSlicePrefetchBytes / int64_t{sizeof(T)});
   for (int64_t s = 0; s < count; ++s) {
     const T* xs = x + s * len;

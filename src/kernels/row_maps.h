@@ -22,12 +22,9 @@
 
 #include "kernels/affine.h"
 #include "kernels/moments.h"
+#include "kernels/policy.h"
 
 namespace bnorm::kernels {
-
-// Rows per pass of the backward's elementwise map: each column partial is loaded and
-// stored once per block (4 rows of 1024 floats, x and dy, are 32 KB: L1 or L2).
-constexpr int64_t kRowBlock = 4;
 
 // One row's forward map: y = (((x - hi) - lo) * scale) * w[j] + b[j].
 template <class T>

@@ -33,8 +33,8 @@ typedef float Float8 __attribute__((vector_size(32)));
 // have a different ABI in the non-AVX-512 clones).
 // Built element by element: GCC 12 lowers __builtin_convertvector(Float8 -> Double8) as
 // two 4-wide conversions and an insert even in the AVX-512 clone, while this form becomes
-// one vcvtps2pd (measured: group norm's backward sums, (32,256,14,14), spent a third of
-// their loop on the extra shuffles).
+// one vcvtps2pd (seen in perf annotate of group norm's backward sums, (32,256,14,14), where
+// the extra vextractf128 and vinsertf64x4 were among the loop's hottest instructions).
 BNORM_INLINE void load8(const float* p, Double8& out) {
   out = Double8{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]};
 }
