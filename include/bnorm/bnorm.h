@@ -79,7 +79,9 @@ typedef enum BNORM_ENUM_BASE {
   BNORM_ERROR_INVALID_STATE = 7,   /* e.g. backward before any training forward (C++, Python) */
   BNORM_ERROR_OUT_OF_MEMORY = 8,   /* scratch memory could not be allocated */
   BNORM_ERROR_INTERNAL = 9,        /* a bug in bnorm: please report it */
-  BNORM_ERROR_OVERLAP = 10         /* an output shares memory with another buffer (Aliasing) */
+  BNORM_ERROR_OVERLAP = 10,        /* an output shares memory with another buffer (Aliasing) */
+  BNORM_ERROR_COLLECTIVE = 11      /* SyncBN: a collective failed, or another process refused
+                                      its arguments (sync_batch_norm.h) */
 } bnorm_status;
 
 /* Momentum sentinel: the cumulative average of every batch seen so far

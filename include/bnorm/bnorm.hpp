@@ -15,7 +15,8 @@
 #pragma once
 
 #include <bnorm/bnorm.h>
-#include <bnorm/error.hpp>        // Error, Layout, RunningVar
+#include <bnorm/error.hpp>
+#include <bnorm/sync_batch_norm.h>  // bnorm_collective (BatchNorm::synchronize)        // Error, Layout, RunningVar
 #include <bnorm/tensor_view.hpp>  // TensorView
 
 #include <cstdint>
@@ -187,6 +188,14 @@ class BatchNorm {
   // Like assigning bn.eps in PyTorch; throws bnorm::Error unless finite and >= 0.
   void set_eps(double eps);
 
+  // SyncBN (sync_batch_norm.hpp): from now on training-mode forwards, and their
+  // backwards, normalize with the statistics of the batch split across `collective`'s
+  // processes, one collective each; nullptr: this process's batch alone. The collective
+  // must stay valid while the module uses it. Every process must call forward and
+  // backward in the same order.
+  void synchronize(const bnorm_collective* collective) { collective_ = collective; }
+  const bnorm_collective* collective() const { return collective_; }
+
   // From now on keep weight, bias, the running statistics and num_batches_tracked in
   // `state`, memory the caller owns (a binding's arrays): its contents are the state
   // (nothing is copied), every call reads and writes it in place, and the accessors
@@ -202,7 +211,7 @@ class BatchNorm {
   void reset_parameters();
 
  private:
-  enum class Saved { nothing, batch_statistics, running_statistics };
+  enum class Saved { nothing, batch_statistics, running_statistics, global_statistics };
 
   // The batch counter: use_state's when given, else the module's own.
   int64_t* counter() {
@@ -216,6 +225,7 @@ class BatchNorm {
   std::vector<T> weight_, bias_, running_mean_, running_var_;  // unused after use_state
   int64_t num_batches_tracked_ = 0;
   std::optional<BatchNormState<T>> borrowed_;
+  const bnorm_collective* collective_ = nullptr;
   std::vector<T> save_mean_, save_invstd_, grad_weight_, grad_bias_;
   Saved saved_ = Saved::nothing;
   std::vector<int64_t> saved_sizes_;

@@ -2,11 +2,14 @@
 // torch.nn.BatchNorm{1,2,3}d: batch statistics in training mode (or whenever there are
 // no running statistics), running statistics in eval mode.
 #include <bnorm/bnorm.hpp>
+#include <bnorm/sync_batch_norm.hpp>
 
 #include "api/allocation_errors.h"
+#include "api/sync_calls.h"
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -120,43 +123,73 @@ void BatchNorm<T>::set_num_batches_tracked(int64_t count) {
 
 template <class T>
 void BatchNorm<T>::forward(const TensorView<const T>& x, const TensorView<T>& y) {
-  if (x.sizes.size() >= 2 && x.sizes[1] != num_features_)
-    throw Error(BNORM_ERROR_SHAPE_MISMATCH,
-                "BatchNorm::forward: x has " + std::to_string(x.sizes[1]) +
-                    " channels (dim 1), expected num_features = " + std::to_string(num_features_));
+  // SyncBN in training mode only: in eval mode PyTorch's SyncBatchNorm normalizes with
+  // this process's batch when there are no running statistics.
+  const bool synchronized = collective_ && training_;
+  // A synchronized module's own refusals travel through the collective (sync_calls.h).
+  std::optional<Error> refused;
+  try {
+    if (x.sizes.size() >= 2 && x.sizes[1] != num_features_)
+      throw Error(BNORM_ERROR_SHAPE_MISMATCH,
+                  "BatchNorm::forward: x has " + std::to_string(x.sizes[1]) +
+                      " channels (dim 1), expected num_features = " +
+                      std::to_string(num_features_));
+    // Room for the sizes is made before anything is written (a failing allocation here
+    // changes nothing), and only grows: a steady training loop allocates nothing.
+    api::allocation_failures_as_errors("BatchNorm::forward",
+                                       [&] { saved_sizes_.reserve(x.sizes.size()); });
+  } catch (const Error& e) {
+    if (!synchronized) throw;
+    refused = e;
+  }
   const bool batch_statistics = uses_batch_statistics();
-  // Room for the sizes is made before anything is written (a failing allocation here
-  // changes nothing), and only grows: a steady training loop allocates nothing.
-  api::allocation_failures_as_errors("BatchNorm::forward",
-                                     [&] { saved_sizes_.reserve(x.sizes.size()); });
   if (batch_statistics) {
     const bool update = updates_running_stats();
     // Without an update the momentum is unused (and the cumulative average has no count).
     const RunningStatsUpdate u{update ? options_.momentum : std::optional<double>(0.0),
                                options_.running_var, update ? counter() : nullptr};
-    batch_norm_forward_training<T>(x, y, weight(), bias(), options_.eps, u,
-                                   update ? running_mean() : std::span<T>(),
-                                   update ? running_var() : std::span<T>(), save_mean_,
-                                   save_invstd_);
+    const std::span<T> rm = update ? running_mean() : std::span<T>();
+    const std::span<T> rv = update ? running_var() : std::span<T>();
+    if (synchronized)
+      api::sync_forward<T>(*collective_, x, y, weight(), bias(), options_.eps, u, rm, rv,
+                           save_mean_, save_invstd_, refused ? &*refused : nullptr);
+    else
+      batch_norm_forward_training<T>(x, y, weight(), bias(), options_.eps, u, rm, rv,
+                                     save_mean_, save_invstd_);
   } else {
     batch_norm_forward_inference<T>(x, y, weight(), bias(), running_mean(), running_var(),
                                     options_.eps);
   }
-  saved_ = batch_statistics ? Saved::batch_statistics : Saved::running_statistics;
+  saved_ = synchronized       ? Saved::global_statistics
+           : batch_statistics ? Saved::batch_statistics
+                              : Saved::running_statistics;
   saved_sizes_.assign(x.sizes.begin(), x.sizes.end());
   saved_layout_ = x.layout;
 }
 
 template <class T>
 void BatchNorm<T>::backward(const TensorView<const T>& x, const TensorView<const T>& dy, const TensorView<T>& dx) {
-  if (saved_ == Saved::nothing)
-    throw Error(BNORM_ERROR_INVALID_STATE, "BatchNorm::backward: called before any forward");
-  if (x.sizes != saved_sizes_ || x.layout != saved_layout_)
-    throw Error(BNORM_ERROR_SHAPE_MISMATCH,
-                "BatchNorm::backward: x must be the input of the last forward (same sizes "
-                "and layout)");
+  // A synchronized module in training mode joins the backward's collective even when it
+  // refuses the call, so that the other processes learn of it instead of waiting.
+  const bool synchronized =
+      saved_ == Saved::global_statistics || (saved_ == Saved::nothing && collective_ && training_);
+  std::optional<Error> refused;
+  try {
+    if (saved_ == Saved::nothing)
+      throw Error(BNORM_ERROR_INVALID_STATE, "BatchNorm::backward: called before any forward");
+    if (x.sizes != saved_sizes_ || x.layout != saved_layout_)
+      throw Error(BNORM_ERROR_SHAPE_MISMATCH,
+                  "BatchNorm::backward: x must be the input of the last forward (same sizes "
+                  "and layout)");
+  } catch (const Error& e) {
+    if (!synchronized) throw;
+    refused = e;
+  }
   const std::span<T> dweight = grad_weight_, dbias = grad_bias_;
-  if (saved_ == Saved::batch_statistics)
+  if (synchronized)
+    api::sync_backward<T>(*collective_, x, dy, dx, weight(), save_mean_, save_invstd_, dweight,
+                          dbias, refused ? &*refused : nullptr);
+  else if (saved_ == Saved::batch_statistics)
     batch_norm_backward<T>(x, dy, dx, weight(), save_mean_, save_invstd_, dweight, dbias);
   else
     batch_norm_backward_inference<T>(x, dy, dx, weight(), running_mean(), running_var(),

@@ -166,6 +166,7 @@ extern "C" const char* bnorm_status_string(bnorm_status status) {
     case BNORM_ERROR_OUT_OF_MEMORY: return "BNORM_ERROR_OUT_OF_MEMORY";
     case BNORM_ERROR_INTERNAL: return "BNORM_ERROR_INTERNAL";
     case BNORM_ERROR_OVERLAP: return "BNORM_ERROR_OVERLAP";
+    case BNORM_ERROR_COLLECTIVE: return "BNORM_ERROR_COLLECTIVE";
   }
   return "unknown bnorm_status";
 }

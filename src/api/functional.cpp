@@ -12,27 +12,13 @@
 namespace bnorm {
 namespace {
 
+using api::c_update;
 using api::check_same_shape;
 using api::per_channel;
 
 template <class T>
 norm::Problem problem_of(const char* op, const TensorView<const T>& x) {
   return norm::problem_from_sizes(op, "x", x.sizes, x.layout);
-}
-
-bnorm_running_stats_update c_update(const char* op, const RunningStatsUpdate& update) {
-  if (!update.momentum && !update.num_batches_tracked)
-    throw Error(BNORM_ERROR_NULL_POINTER,
-                std::string(op) + ": momentum std::nullopt (the cumulative average) needs "
-                                  "update.num_batches_tracked, the count of batches seen");
-  if (update.momentum && *update.momentum == BNORM_MOMENTUM_CUMULATIVE)
-    throw Error(BNORM_ERROR_INVALID_VALUE,
-                std::string(op) + ": momentum must be in [0, 1], got " +
-                    std::to_string(*update.momentum) +
-                    " (for the cumulative average pass std::nullopt)");
-  return bnorm_running_stats_update{update.momentum.value_or(BNORM_MOMENTUM_CUMULATIVE),
-                                    static_cast<bnorm_running_var_estimator>(update.running_var),
-                                    update.num_batches_tracked};
 }
 
 // nullptr for an empty mask, else the data after checking its length: one bit per value.

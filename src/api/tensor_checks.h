@@ -47,4 +47,20 @@ T* per_channel(const char* op, const char* name, std::span<T> values, int64_t ch
   return span_of(op, name, values, channels, "channel");
 }
 
+// The C API's update for the C++ one's (nullopt momentum: the cumulative average).
+inline bnorm_running_stats_update c_update(const char* op, const RunningStatsUpdate& update) {
+  if (!update.momentum && !update.num_batches_tracked)
+    throw Error(BNORM_ERROR_NULL_POINTER,
+                std::string(op) + ": momentum std::nullopt (the cumulative average) needs "
+                                  "update.num_batches_tracked, the count of batches seen");
+  if (update.momentum && *update.momentum == BNORM_MOMENTUM_CUMULATIVE)
+    throw Error(BNORM_ERROR_INVALID_VALUE,
+                std::string(op) + ": momentum must be in [0, 1], got " +
+                    std::to_string(*update.momentum) +
+                    " (for the cumulative average pass std::nullopt)");
+  return bnorm_running_stats_update{update.momentum.value_or(BNORM_MOMENTUM_CUMULATIVE),
+                                    static_cast<bnorm_running_var_estimator>(update.running_var),
+                                    update.num_batches_tracked};
+}
+
 }  // namespace bnorm::api

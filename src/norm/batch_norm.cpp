@@ -9,6 +9,7 @@
 
 #include "kernels/batch_norm.h"
 #include "kernels/relu_mask.h"
+#include "norm/batch_norm_steps.h"
 #include "norm/overlap.h"
 #include "norm/threads.h"
 #include "norm/validation.h"
@@ -27,6 +28,31 @@ void check_training_values(const char* op, const Geometry& g) {
          "Expected more than 1 value per channel when training, got n = " + str(g.n) +
              " and spatial = " + str(g.spatial) + " (1 value per channel)");
 }
+
+// A fused backward reads the ReLU's gate from exactly one place.
+template <class T>
+void check_gate(const char* op, bool relu_fused, const ReluGate<T>& gate) {
+  if (!relu_fused) return;
+  if (!gate.y && !gate.mask)
+    fail(BNORM_ERROR_NULL_POINTER, op,
+         "y and relu_mask are both NULL: give one of them (the fused forward's output or its "
+         "ReLU bit mask) to gate dy");
+  if (gate.y && gate.mask)
+    fail(BNORM_ERROR_INVALID_VALUE, op,
+         "y and relu_mask are both given: give exactly one of them to gate dy");
+}
+
+// The buffers of a fused ReLU, in bytes: its bit mask.
+Buffer relu_mask_buffer(const uint8_t* mask, const Geometry& g, bool written) {
+  return Buffer{"relu_mask", mask,
+                static_cast<uint64_t>(kernels::relu_mask_bytes(g.n * g.c * g.spatial)), written};
+}
+
+struct MomentsTag {};
+struct SumsTag {};
+struct InvstdTag {};
+
+}  // namespace
 
 // The factor the running statistics move by: momentum, or 1 / (num_batches_tracked + 1).
 double check_update(const char* op, const bnorm_running_stats_update& u) {
@@ -53,115 +79,6 @@ double check_update(const char* op, const bnorm_running_stats_update& u) {
          "momentum must be in [0, 1] (or BNORM_MOMENTUM_CUMULATIVE), got " + str(u.momentum));
   return u.momentum;
 }
-
-// A fused backward reads the ReLU's gate from exactly one place.
-template <class T>
-void check_gate(const char* op, bool relu_fused, const ReluGate<T>& gate) {
-  if (!relu_fused) return;
-  if (!gate.y && !gate.mask)
-    fail(BNORM_ERROR_NULL_POINTER, op,
-         "y and relu_mask are both NULL: give one of them (the fused forward's output or its "
-         "ReLU bit mask) to gate dy");
-  if (gate.y && gate.mask)
-    fail(BNORM_ERROR_INVALID_VALUE, op,
-         "y and relu_mask are both given: give exactly one of them to gate dy");
-}
-
-// The buffers of a fused ReLU, in bytes: its bit mask.
-Buffer relu_mask_buffer(const uint8_t* mask, const Geometry& g, bool written) {
-  return Buffer{"relu_mask", mask,
-                static_cast<uint64_t>(kernels::relu_mask_bytes(g.n * g.c * g.spatial)), written};
-}
-
-// 1 / sqrt(var + eps) of batch statistics, as ATen's InvStd: 0 for a constant channel
-// with eps == 0 (var == 0), so that y = bias and dx = 0 instead of 0 * Inf = NaN. A NaN
-// var stays NaN. (Inference keeps 1 / sqrt(running_var + eps), Inf there, as PyTorch.)
-double batch_invstd(double var, double eps) {
-  return var == 0 && eps == 0 ? 0.0 : 1.0 / std::sqrt(var + eps);
-}
-
-// Per-channel coefficient arrays. A channel count too large to allocate (c * arrays
-// overflowing included) is std::bad_alloc: BNORM_ERROR_OUT_OF_MEMORY.
-template <class T>
-struct Coefficients {
-  struct Tag {};
-  T* storage;
-  explicit Coefficients(int64_t c, int arrays) : storage(scratch<Tag, T>(checked_count(c, arrays))) {}
-  static size_t checked_count(int64_t c, int arrays) {
-    if (c > std::numeric_limits<int64_t>::max() / 64 / arrays) throw std::bad_alloc();
-    return static_cast<size_t>(c * arrays);
-  }
-  T* array(int64_t c, int index) { return storage + c * index; }
-};
-
-// Training forward, per channel: from the batch moments to the map
-//   y = ((x - mean_hi) - mean_lo) * (weight * invstd) + bias,  mean = mean_hi + mean_lo,
-// kept in hi, lo, scale, shift (for the separate apply pass), with save_mean = mean_hi
-// and save_invstd when asked. The fused kernel calls it between reduce and normalize.
-template <class T>
-struct TrainingAffine {
-  const T* weight;
-  const T* bias;
-  double eps;
-  T *hi, *lo, *scale, *shift;
-  T *save_mean, *save_invstd;
-
-  kernels::AffineCoefficients<T> operator()(int64_t ch, const Moments& moments) const {
-    const double mean = moments.mean;
-    const double invstd = batch_invstd(moments.biased_variance(), eps);
-    hi[ch] = static_cast<T>(mean);
-    lo[ch] = static_cast<T>(mean - static_cast<double>(hi[ch]));
-    scale[ch] = static_cast<T>(value_or(weight, ch, 1.0) * invstd);
-    shift[ch] = static_cast<T>(value_or(bias, ch, 0.0));
-    if (save_mean) save_mean[ch] = hi[ch];
-    if (save_invstd) save_invstd[ch] = static_cast<T>(invstd);
-    return {hi[ch], lo[ch], scale[ch], shift[ch]};
-  }
-  static kernels::AffineCoefficients<T> call(void* self, int64_t ch, const Moments& moments) {
-    return (*static_cast<const TrainingAffine*>(self))(ch, moments);
-  }
-};
-
-// Backward, per channel: from the sums to dweight, dbias and dx's map. With
-// xc = x - save_mean and the exact batch mean = save_mean + delta, delta = sum(xc) / m
-// (save_mean is the mean rounded to T: it loses digits when |mean| >> std; x has them
-// all):
-//   sum(dy * (x - mean)) = sum(dy * xc) - delta * sum(dy)
-//   dweight = invstd * sum(dy * (x - mean)),  dbias = sum(dy)
-//   dx = weight * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean)))
-//      = dy * k + ((x - save_mean) - delta) * q + r
-template <class T>
-struct BackwardAffineMaker {
-  double m;  // values per channel
-  const T* weight;
-  const T* save_mean;
-  const T* save_invstd;
-  T *lo, *k, *q, *r;
-  T *dweight, *dbias;
-
-  kernels::BackwardCoefficients<T> operator()(int64_t ch, const BackwardSums& s) const {
-    const double delta = s.xc_sum / m;
-    const double dy_xmean_sum = s.dy_xc_sum - delta * s.dy_sum;
-    const double invstd = static_cast<double>(save_invstd[ch]);
-    const double w = value_or(weight, ch, 1.0);
-    lo[ch] = static_cast<T>(delta);
-    k[ch] = static_cast<T>(w * invstd);
-    q[ch] = static_cast<T>(-w * invstd * invstd * invstd * (dy_xmean_sum / m));
-    r[ch] = static_cast<T>(-w * invstd * (s.dy_sum / m));
-    if (dweight) dweight[ch] = static_cast<T>(dy_xmean_sum * invstd);
-    if (dbias) dbias[ch] = static_cast<T>(s.dy_sum);
-    return {save_mean[ch], lo[ch], k[ch], q[ch], r[ch]};
-  }
-  static kernels::BackwardCoefficients<T> call(void* self, int64_t ch, const BackwardSums& s) {
-    return (*static_cast<const BackwardAffineMaker*>(self))(ch, s);
-  }
-};
-
-struct MomentsTag {};
-struct SumsTag {};
-struct InvstdTag {};
-
-}  // namespace
 
 kernels::Geometry check_problem(const char* op, const Problem& p) {
   if (p.layout != BNORM_CHANNELS_FIRST && p.layout != BNORM_CHANNELS_LAST)
@@ -240,18 +157,8 @@ void forward_training(const char* op, const Problem& p, const T* x, T* y, const 
         threads, {}, relu);
   }
 
-  for (int64_t ch = 0; ch < g.c; ++ch) {
-    const Moments& mo = moments[ch];
-    const double batch_var = update.running_var_estimator == BNORM_RUNNING_VAR_BIASED
-                                 ? mo.biased_variance()
-                                 : mo.unbiased_variance();
-    if (running_mean)
-      running_mean[ch] = static_cast<T>((1 - factor) * static_cast<double>(running_mean[ch]) +
-                                        factor * mo.mean);
-    if (running_var)
-      running_var[ch] = static_cast<T>((1 - factor) * static_cast<double>(running_var[ch]) +
-                                       factor * batch_var);
-  }
+  update_running_stats(moments, g.c, factor, update.running_var_estimator, running_mean,
+                       running_var);
   if (update.num_batches_tracked) ++*update.num_batches_tracked;
 }
 
