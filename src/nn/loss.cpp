@@ -8,7 +8,7 @@ namespace bnorm::nn {
 
 template <class T>
 LossTotals softmax_cross_entropy(const Tensor<T>& logits, std::span<const int32_t> labels,
-                                 Tensor<T>* dlogits) {
+                                 Tensor<T>* dlogits, int64_t mean_over) {
   if (logits.rank() != 2 || static_cast<int64_t>(labels.size()) != logits.dim(0)) {
     std::ostringstream s;
     s << "softmax_cross_entropy: expected logits (N, K) and N labels, got logits "
@@ -16,6 +16,8 @@ LossTotals softmax_cross_entropy(const Tensor<T>& logits, std::span<const int32_
     throw std::invalid_argument(s.str());
   }
   const int64_t n = logits.dim(0), k = logits.dim(1);
+  if (mean_over < 0) throw std::invalid_argument("softmax_cross_entropy: mean_over must be >= 0");
+  const double divisor = static_cast<double>(mean_over > 0 ? mean_over : n);
   LossTotals totals;
   for (int64_t i = 0; i < n; ++i) {
     const int32_t label = labels[static_cast<size_t>(i)];
@@ -39,7 +41,7 @@ LossTotals softmax_cross_entropy(const Tensor<T>& logits, std::span<const int32_
       T* g = dlogits->data() + i * k;
       for (int64_t j = 0; j < k; ++j) {
         const double p = std::exp(static_cast<double>(z[j]) - log_sum);
-        g[j] = static_cast<T>((p - (j == label ? 1.0 : 0.0)) / static_cast<double>(n));
+        g[j] = static_cast<T>((p - (j == label ? 1.0 : 0.0)) / divisor);
       }
     }
   }
@@ -47,8 +49,8 @@ LossTotals softmax_cross_entropy(const Tensor<T>& logits, std::span<const int32_
 }
 
 template LossTotals softmax_cross_entropy<float>(const Tensor<float>&, std::span<const int32_t>,
-                                                 Tensor<float>*);
+                                                 Tensor<float>*, int64_t);
 template LossTotals softmax_cross_entropy<double>(const Tensor<double>&,
-                                                  std::span<const int32_t>, Tensor<double>*);
+                                                  std::span<const int32_t>, Tensor<double>*, int64_t);
 
 }  // namespace bnorm::nn

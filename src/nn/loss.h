@@ -17,8 +17,11 @@ struct LossTotals {
 };
 
 // Writes dlogits (same shape as logits) unless it is null. Labels must be in [0, K).
+// The gradient is that of sum(loss_n) / mean_over; 0 means N, the batch's mean. A
+// data-parallel process passes the global batch's size, so that its slice's gradients
+// sum over the processes to the gradient of the global batch's mean loss.
 template <class T>
 LossTotals softmax_cross_entropy(const Tensor<T>& logits, std::span<const int32_t> labels,
-                                 Tensor<T>* dlogits);
+                                 Tensor<T>* dlogits, int64_t mean_over = 0);
 
 }  // namespace bnorm::nn

@@ -73,11 +73,87 @@ std::string exact(double v) {
 
 }  // namespace
 
-Trainer::Trainer(const TrainOptions& options) : options_(options) {
+Trainer::Trainer(const TrainOptions& options, const DataParallel& parallel)
+    : options_(options), parallel_(parallel) {
   check_options(options);
   model_ = make_model<float>(options.model, options.seed);
   optimizer_ = std::make_unique<Sgd<float>>(model_->state().parameters, options.sgd);
   watched_ = model_->state();
+  if (!parallel_.collective) return;
+  if (parallel_.check_every < 1)
+    throw std::invalid_argument("DataParallel: check_every must be >= 1");
+  set_sync_bn(parallel_.sync_bn);
+  // Synchronized batch norm's gradients are already the global ones, and its running
+  // statistics already the same everywhere: the all-reduce leaves them out.
+  std::vector<const void*> global;
+  if (parallel_.sync_bn)
+    for (size_t i = 0; i < model_->size(); ++i)
+      if (dynamic_cast<BatchNormLayer<float>*>(&model_->layer(i))) {
+        StateLists<float> own;
+        model_->layer(i).collect_state(own, "");
+        for (const auto& p : own.parameters) global.push_back(p.grad.data());
+        for (const auto& b : own.buffers) global.push_back(b.value.data());
+      }
+  const auto is_global = [&](const void* p) {
+    return std::find(global.begin(), global.end(), p) != global.end();
+  };
+  std::vector<std::span<float>> gradients, rank0_values;
+  for (const auto& p : watched_.parameters)
+    if (!is_global(p.grad.data()))  // the layers' own gradient storage, summed in place
+      gradients.emplace_back(const_cast<float*>(p.grad.data()), p.grad.size());
+  for (const auto& b : watched_.buffers)
+    if (!is_global(b.value.data())) rank0_values.push_back(b.value);
+  allreduce_ = std::make_unique<dist::GradientAllreduce>(*parallel_.collective, gradients,
+                                                          rank0_values, 2);
+}
+
+void Trainer::set_sync_bn(bool on) {
+  sync_bn_layers_ = sync_bn_channels_ = 0;
+  for (size_t i = 0; i < model_->size(); ++i)
+    if (auto* bn = dynamic_cast<BatchNormLayer<float>*>(&model_->layer(i))) {
+      bn->module().synchronize(on ? parallel_.collective : nullptr);
+      if (on) {
+        ++sync_bn_layers_;
+        sync_bn_channels_ += bn->module().num_features();
+      }
+    }
+}
+
+int64_t Trainer::collectives_per_step() const {
+  return allreduce_ ? allreduce_->buckets() + 2 * sync_bn_layers_ : 0;
+}
+
+int64_t Trainer::doubles_per_step() const {
+  if (!allreduce_) return 0;
+  // SyncBN per layer of c channels: forward 2 + 2c, backward 2 + 3c.
+  return allreduce_->values() + 4 * sync_bn_layers_ + 5 * sync_bn_channels_;
+}
+
+void Trainer::check_batches_split(int64_t examples) const {
+  const int k = processes();
+  if (k == 1) return;
+  const int64_t last = examples % options_.batch_size;
+  const int64_t smallest = std::min(examples, last == 0 ? options_.batch_size : last);
+  if (smallest < k)
+    throw std::invalid_argument(
+        "data-parallel training: a batch of " + std::to_string(smallest) + " example(s) (" +
+        (smallest == examples ? "the whole set" : "the last of the epoch") + ") cannot give each of the " +
+        std::to_string(k) + " processes an example (change --batch-size or the number of examples)");
+}
+
+void Trainer::gather_slice(const data::ImageDataset& data, const std::vector<int64_t>& order,
+                           int64_t begin, int64_t end) {
+  const dist::Slice mine = dist::batch_slice(end - begin, rank(), processes());
+  gather(data, order, begin + mine.begin, begin + mine.begin + mine.count);
+}
+
+void Trainer::check_same_model(const std::string& when) {
+  if (!parallel_.collective) return;
+  std::vector<std::span<const float>> arrays;
+  for (const auto& p : watched_.parameters) arrays.emplace_back(p.value);
+  for (const auto& b : watched_.buffers) arrays.emplace_back(b.value);
+  for (const auto& b : optimizer_->state()) arrays.emplace_back(b.value);
+  dist::check_same_everywhere(*parallel_.collective, dist::state_fingerprint(arrays), when);
 }
 
 void Trainer::shuffled_order(int64_t count, uint64_t stream, std::vector<int64_t>& order) const {
@@ -101,12 +177,21 @@ void Trainer::gather(const data::ImageDataset& data, const std::vector<int64_t>&
   }
 }
 
-double Trainer::step(int64_t* correct) {
+double Trainer::step(int64_t global_batch, int64_t* correct) {
   const Tensor<float>& logits = model_->forward(batch_);
   dlogits_.resize(logits.shape());
-  const LossTotals totals = softmax_cross_entropy(logits, labels_, &dlogits_);
+  LossTotals totals = softmax_cross_entropy(logits, labels_, &dlogits_, global_batch);
   model_->backward(dlogits_);
+  if (allreduce_) {
+    // The slices' gradients (of sum(loss) / global_batch) sum to the global batch's.
+    double extras[2] = {totals.loss_sum, static_cast<double>(totals.correct)};
+    allreduce_->run(extras);
+    totals = LossTotals{extras[0], static_cast<int64_t>(extras[1])};
+  }
   optimizer_->step();
+  ++steps_;
+  if (allreduce_ && steps_ % parallel_.check_every == 0)
+    check_same_model("after step " + std::to_string(steps_));
   if (correct) *correct += totals.correct;
   return totals.loss_sum;
 }
@@ -114,6 +199,7 @@ double Trainer::step(int64_t* correct) {
 EpochResult Trainer::train_epoch(const data::ImageDataset& train, const data::ImageDataset* test,
                                  const ProgressFn& progress, bool population_statistics) {
   if (train.count < 1) throw std::invalid_argument("train: the training set is empty");
+  check_batches_split(train.count);
   const auto t0 = Clock::now();
   EpochResult r;
   r.epoch = epochs_done_ + 1;
@@ -128,8 +214,8 @@ EpochResult Trainer::train_epoch(const data::ImageDataset& train, const data::Im
   const int64_t batches = (train.count + options_.batch_size - 1) / options_.batch_size;
   for (int64_t begin = 0; begin < train.count; begin += options_.batch_size) {
     const int64_t end = std::min(train.count, begin + options_.batch_size);
-    gather(train, order_, begin, end);
-    const double batch_loss = step(&correct);
+    gather_slice(train, order_, begin, end);
+    const double batch_loss = step(end - begin, &correct);
     if (!std::isfinite(batch_loss)) {
       const int64_t batch = begin / options_.batch_size + 1;
       std::ostringstream what;
@@ -156,6 +242,7 @@ EpochResult Trainer::train_epoch(const data::ImageDataset& train, const data::Im
                            "training diverged: after epoch " + std::to_string(r.epoch) + ", " +
                                bad + " holds a NaN or an infinity (learning rate " +
                                exact(options_.sgd.lr) + ")");
+  check_same_model("after epoch " + std::to_string(r.epoch));
   epochs_done_ = r.epoch;
   if (test) r.test = evaluate(*test);
   if (test && population_statistics) r.test_population = evaluate_with_population_statistics(train, *test);
@@ -175,8 +262,8 @@ double Trainer::train_steps(const data::ImageDataset& train, int64_t steps) {
                                         static_cast<uint64_t>(bench_passes_++)), order_);
       begin = 0;
     }
-    gather(train, order_, begin, begin + options_.batch_size);
-    step(nullptr);
+    gather_slice(train, order_, begin, begin + options_.batch_size);
+    step(options_.batch_size, nullptr);
     begin += options_.batch_size;
     examples += options_.batch_size;
   }
@@ -192,12 +279,23 @@ Evaluation Trainer::evaluate(const data::ImageDataset& data) {
   double loss_sum = 0;
   int64_t correct = 0;
   const std::vector<int64_t> in_order;
-  for (int64_t begin = 0; begin < data.count; begin += options_.batch_size) {
-    const int64_t end = std::min(data.count, begin + options_.batch_size);
+  // Each process evaluates its share of the set (all of it alone); the totals are summed.
+  const dist::Slice part = dist::batch_slice(data.count, rank(), processes());
+  for (int64_t begin = part.begin; begin < part.begin + part.count; begin += options_.batch_size) {
+    const int64_t end = std::min(part.begin + part.count, begin + options_.batch_size);
     gather(data, in_order, begin, end);
     const LossTotals t = softmax_cross_entropy<float>(model_->forward(batch_), labels_, nullptr);
     loss_sum += t.loss_sum;
     correct += t.correct;
+  }
+  if (parallel_.collective) {
+    double totals[2] = {loss_sum, static_cast<double>(correct)};
+    if (const int rc = parallel_.collective->allreduce_sum_f64(parallel_.collective->context,
+                                                               totals, 2); rc != 0)
+      throw std::runtime_error("evaluation: collective allreduce_sum_f64 returned " +
+                               std::to_string(rc));
+    loss_sum = totals[0];
+    correct = static_cast<int64_t>(totals[1]);
   }
   model_->set_training(was_training);
   e.examples = data.count;
@@ -231,11 +329,15 @@ Evaluation Trainer::evaluate_with_population_statistics(const data::ImageDataset
     saved_momenta_[b] = bns[b]->options().momentum;
   }
   const bool was_training = model_->is_training();
+  // Every process runs the same full batches: each computes the statistics alone (the
+  // same everywhere), so SyncBN is off for the pass.
+  set_sync_bn(false);
   struct Restore {
     Trainer& t;
     std::vector<BatchNorm<float>*>& bns;
     bool training;
     ~Restore() {
+      t.set_sync_bn(t.parallel_.sync_bn && t.parallel_.collective);
       const float* from = t.saved_statistics_.data();
       for (size_t b = 0; b < bns.size(); ++b) {
         const auto c = static_cast<std::ptrdiff_t>(bns[b]->running_mean().size());

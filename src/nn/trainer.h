@@ -19,7 +19,10 @@
 #include <string>
 #include <vector>
 
+#include <bnorm/sync_batch_norm.h>
+
 #include "data/dataset.h"
+#include "dist/data_parallel.h"
 #include "nn/checkpoint.h"
 #include "nn/sequential.h"
 #include "nn/sgd.h"
@@ -32,6 +35,20 @@ struct TrainOptions {
   SgdOptions sgd{1.0, 0.0, 0.0};
   uint64_t seed = 0;
   bool shuffle = true;  // false: every epoch in the data set's order (to compare with a peer)
+};
+
+// Data-parallel training (src/dist/data_parallel.h): K processes, one Trainer each, every
+// global batch split across them (remainder to the lowest ranks), the gradients summed
+// over them after each backward, so that the K processes train as one process on the
+// same global batches. sync_bn: batch norm's statistics are those of the global batch
+// (SyncBN); otherwise each process normalizes its own slice (PyTorch DDP's default) and
+// the running statistics are rank 0's. Evaluation splits the set across the processes.
+struct DataParallel {
+  const bnorm_collective* collective = nullptr;  // null: this process alone
+  bool sync_bn = false;
+  // Steps between checks that every process holds the same parameters (and at the end of
+  // every epoch).
+  int64_t check_every = 100;
 };
 
 struct Evaluation {
@@ -74,7 +91,7 @@ using ProgressFn = std::function<void(const BatchProgress&)>;
 
 class Trainer {
  public:
-  explicit Trainer(const TrainOptions& options);
+  explicit Trainer(const TrainOptions& options, const DataParallel& parallel = {});
 
   // Trains one more epoch (epochs_done() + 1) over `train`, then evaluates `test`
   // when it is not null. Throws TrainingDiverged at the first batch whose loss is not
@@ -101,6 +118,13 @@ class Trainer {
                                                  const data::ImageDataset& test);
 
   int epochs_done() const { return epochs_done_; }
+  int rank() const { return parallel_.collective ? parallel_.collective->rank : 0; }
+  int processes() const { return parallel_.collective ? parallel_.collective->size : 1; }
+  // Collective calls per training step: gradient buckets, and with sync_bn one forward
+  // and one backward call per batch norm layer. 0 without data parallelism.
+  int64_t collectives_per_step() const;
+  // Doubles each process sends per step through those calls.
+  int64_t doubles_per_step() const;
   const TrainOptions& options() const { return options_; }
   Sequential<float>& model() { return *model_; }
   Sgd<float>& optimizer() { return *optimizer_; }
@@ -121,13 +145,28 @@ class Trainer {
   // One SGD step on the examples order[begin, end): returns the batch's loss totals.
   void gather(const data::ImageDataset& data, const std::vector<int64_t>& order, int64_t begin,
               int64_t end);
-  double step(int64_t* correct);
+  // One SGD step on the gathered slice of a global batch of `global_batch` examples:
+  // returns the global batch's loss sum (and adds its correct count).
+  double step(int64_t global_batch, int64_t* correct);
+  // Gathers this process's slice of the global batch order[begin, end).
+  void gather_slice(const data::ImageDataset& data, const std::vector<int64_t>& order,
+                    int64_t begin, int64_t end);
+  // With data parallelism: the smallest batch of an epoch must give every process an
+  // example (std::invalid_argument otherwise).
+  void check_batches_split(int64_t examples) const;
+  // Every `check_every` steps and after each epoch: the same parameters everywhere.
+  void check_same_model(const std::string& when);
+  void set_sync_bn(bool on);
   // The name of the first model or optimizer tensor holding a NaN or an infinity, or
   // an empty string.
   std::string first_non_finite_state();
   void shuffled_order(int64_t count, uint64_t stream, std::vector<int64_t>& order) const;
 
   TrainOptions options_;
+  DataParallel parallel_;
+  std::unique_ptr<dist::GradientAllreduce> allreduce_;
+  int64_t steps_ = 0;
+  int64_t sync_bn_layers_ = 0, sync_bn_channels_ = 0;
   std::unique_ptr<Sequential<float>> model_;
   std::unique_ptr<Sgd<float>> optimizer_;
   int epochs_done_ = 0;

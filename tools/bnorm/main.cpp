@@ -10,10 +10,29 @@
 #include "cli_common.h"
 #include "io/output_paths.h"
 #include "openmp_environment.h"
+#include "processes.h"
 #include "progress_bar.h"
+
+namespace {
+
+// A failure's line on stderr, and the exit status: in an mpirun job of several
+// processes each says which rank it is, and the first failure ends the whole job (the
+// others may be waiting for it in a collective).
+int fail(int status, const char* what, const char* suffix = "") {
+  if (bnorm::cli::job_size() > 1) {
+    std::fprintf(stderr, "bnorm: error: rank %d of %d: %s%s\n", bnorm::cli::job_rank(),
+                 bnorm::cli::job_size(), what, suffix);
+    bnorm::cli::abort_job(status);
+  }
+  std::fprintf(stderr, "bnorm: error: %s%s\n", what, suffix);
+  return status;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   bnorm::cli::ensure_openmp_wait_policy(argv);
+  bnorm::cli::join_processes(&argc, &argv);
   CLI::App app{"bnorm: batch normalization, and the seed's LeNet experiment on Fashion-MNIST"};
   app.set_version_flag("--version", std::string("bnorm ") + bnorm::version());
   app.require_subcommand(1);
@@ -61,18 +80,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "bnorm: error: %s (see bnorm --help)\n", e.what());
-    return 2;
+    return fail(2, e.what(), " (see bnorm --help)");
   } catch (const bnorm::cli::UsageError& e) {
-    std::fprintf(stderr, "bnorm: error: %s\n", e.what());
-    return 2;
+    return fail(2, e.what());
   } catch (const bnorm::io::PathError& e) {  // an output path the rules refuse
-    std::fprintf(stderr, "bnorm: error: %s\n", e.what());
-    return 2;
+    return fail(2, e.what());
   } catch (const std::exception& e) {
     if (bnorm::cli::stderr_is_terminal()) std::fprintf(stderr, "\r\033[K");  // a progress bar
-    std::fprintf(stderr, "bnorm: error: %s\n", e.what());
-    return 1;
+    return fail(1, e.what());
   }
+  bnorm::cli::leave_processes();
   return 0;
 }

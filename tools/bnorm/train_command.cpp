@@ -12,12 +12,16 @@
 #include <memory>
 #include <optional>
 
+#include <bnorm/bnorm.hpp>
+
 #include "cli_common.h"
 #include "io/atomic_file.h"
 #include "io/output_paths.h"
+#include "dist/data_parallel.h"
 #include "nn/checkpoint.h"
 #include "nn/models.h"
 #include "nn/trainer.h"
+#include "processes.h"
 #include "progress_bar.h"
 
 namespace bnorm::cli {
@@ -41,6 +45,7 @@ struct TrainArgs {
   bool no_progress = false;
   bool population_stats = false;
   bool no_shuffle = false;
+  bool sync_bn = false;
   // Which options the user gave (the rest come from --resume's checkpoint).
   CLI::Option *model_opt = nullptr, *lr_opt = nullptr, *batch_opt = nullptr,
               *momentum_opt = nullptr, *wd_opt = nullptr, *seed_opt = nullptr;
@@ -56,7 +61,7 @@ std::string json_number(double v, const char* format = "%.6f") {
 }
 
 std::string json_line(const std::string& model, const nn::EpochResult& r, const nn::TrainOptions& o,
-                      int threads) {
+                      int threads, bool sync_bn) {
   std::ostringstream j;
   j << "{\"model\": \"" << model << "\", \"epoch\": " << r.epoch
     << ", \"train_loss\": " << json_number(r.train_loss)
@@ -73,7 +78,11 @@ std::string json_line(const std::string& model, const nn::EpochResult& r, const 
     << ", \"lr\": " << json_number(o.sgd.lr, "%.17g") << ", \"batch_size\": " << o.batch_size
     << ", \"momentum\": " << json_number(o.sgd.momentum, "%.17g")
     << ", \"weight_decay\": " << json_number(o.sgd.weight_decay, "%.17g")
-    << ", \"seed\": " << o.seed << ", \"threads\": " << threads << "}";
+    << ", \"seed\": " << o.seed << ", \"threads\": " << threads;
+  // A data-parallel run says so (a single process's line stays as it always was).
+  if (job_size() > 1)
+    j << ", \"processes\": " << job_size() << ", \"sync_bn\": " << (sync_bn ? "true" : "false");
+  j << "}";
   return j.str();
 }
 
@@ -170,14 +179,47 @@ nn::TrainOptions resolve_options(const TrainArgs& a, const nn::Checkpoint* resum
   return o;
 }
 
+// Every process of an mpirun job must train the same thing: these are compared at start.
+std::vector<std::pair<std::string, std::string>> job_settings(const TrainArgs& a,
+                                                              const nn::TrainOptions& o,
+                                                              const nn::Checkpoint* resumed) {
+  const auto text = [](auto v) {
+    std::ostringstream s;
+    s.precision(17);
+    s << v;
+    return s.str();
+  };
+  return {{"bnorm version", bnorm::version()},
+          {"--model", o.model},
+          {"--epochs", text(a.epochs)},
+          {"--lr", text(o.sgd.lr)},
+          {"--batch-size", text(o.batch_size)},
+          {"--momentum", text(o.sgd.momentum)},
+          {"--weight-decay", text(o.sgd.weight_decay)},
+          {"--seed", text(o.seed)},
+          {"--sync-bn", text(a.sync_bn)},
+          {"--no-shuffle", text(a.no_shuffle)},
+          {"--population-stats", text(a.population_stats)},
+          {"--data", a.data.dir},
+          {"--train-examples", text(a.data.train_examples)},
+          {"--test-examples", text(a.data.test_examples)},
+          {"--resume (the checkpoint's epoch)",
+           resumed ? resumed->meta.count("epoch") ? resumed->meta.at("epoch") : "?" : "none"}};
+}
+
 void run_train(const TrainArgs& a) {
-  check_paths(a);
+  // Only rank 0 of an mpirun job writes and prints; the others train beside it.
+  const bool writer = job_rank() == 0;
+  if (writer) check_paths(a);
   std::optional<nn::Checkpoint> resumed;
   if (!a.resume.empty()) resumed = nn::read_checkpoint(a.resume);
   const nn::TrainOptions options = resolve_options(a, resumed ? &*resumed : nullptr);
   const int threads = apply_threads(a.threads);
+  const bnorm_collective* collective = job_collective();
+  const int processes = job_size();
+  if (collective) dist::check_same_settings(*collective, job_settings(a, options, resumed ? &*resumed : nullptr));
 
-  nn::Trainer trainer(options);
+  nn::Trainer trainer(options, nn::DataParallel{collective, a.sync_bn});
   if (resumed) trainer.restore(*resumed, a.resume);
   if (trainer.epochs_done() >= a.epochs)
     throw UsageError("the checkpoint " + a.resume + " has already trained " +
@@ -200,28 +242,50 @@ void run_train(const TrainArgs& a) {
                      std::to_string(data.train.count) +
                      " training examples leaves a last batch of 1, and batch norm needs more "
                      "than one value per channel (change --batch-size or --train-examples)");
+  if (processes > 1) {
+    const int64_t last = data.train.count % options.batch_size;
+    const int64_t smallest = std::min(data.train.count, last == 0 ? options.batch_size : last);
+    if (smallest < processes)
+      throw UsageError("a batch of " + std::to_string(smallest) + " example(s) cannot give each of the " +
+                       std::to_string(processes) + " processes an example (change --batch-size or "
+                       "--train-examples, or use fewer processes)");
+    // Per-process batch norm normalizes each slice alone: the smallest slice needs two.
+    if (has_bn && !a.sync_bn && smallest / processes < 2)
+      throw UsageError("a batch of " + std::to_string(smallest) + " over " + std::to_string(processes) +
+                       " processes leaves a slice of 1 example, and per-process batch norm needs "
+                       "more than one value per channel (use --sync-bn, a larger --batch-size or "
+                       "fewer processes)");
+  }
 
   // Temporaries left by a killed run are removed (the files they were for are whole),
   // never one of this run's own files, whatever its name.
-  for (const std::string& out : {a.checkpoint, a.metrics})
-    if (!out.empty()) io::remove_stale_temporaries(out, {a.resume, a.checkpoint, a.metrics});
+  if (writer)
+    for (const std::string& out : {a.checkpoint, a.metrics})
+      if (!out.empty()) io::remove_stale_temporaries(out, {a.resume, a.checkpoint, a.metrics});
   // Every epoch's metrics line so far. The checkpoint carries them and the metrics file
   // is rewritten whole from them, so each epoch is in it exactly once, whatever moment
   // a crash picked.
-  if (!a.metrics.empty()) io::write_file_atomically(a.metrics, metrics_lines);
+  if (writer && !a.metrics.empty()) io::write_file_atomically(a.metrics, metrics_lines);
 
-  std::printf("%s: %lld parameters; %lld train / %lld test examples; batch %lld, lr %g, "
-              "momentum %g, weight decay %g, seed %llu, threads %d%s\n",
-              options.model.c_str(), static_cast<long long>(trainer.model().parameter_count()),
-              static_cast<long long>(data.train.count), static_cast<long long>(data.test.count),
-              static_cast<long long>(options.batch_size), options.sgd.lr, options.sgd.momentum,
-              options.sgd.weight_decay, static_cast<unsigned long long>(options.seed), threads,
-              resumed ? (", resumed after epoch " + std::to_string(trainer.epochs_done())).c_str()
-                      : "");
-  std::fflush(stdout);
+  const std::string job =
+      processes > 1 ? ", " + std::to_string(processes) + " processes (" +
+                          (a.sync_bn ? "SyncBN" : "per-process batch norm") + ")"
+                    : "";
+  if (writer) {
+    std::printf("%s: %lld parameters; %lld train / %lld test examples; batch %lld, lr %g, "
+                "momentum %g, weight decay %g, seed %llu, threads %d%s%s\n",
+                options.model.c_str(), static_cast<long long>(trainer.model().parameter_count()),
+                static_cast<long long>(data.train.count), static_cast<long long>(data.test.count),
+                static_cast<long long>(options.batch_size), options.sgd.lr, options.sgd.momentum,
+                options.sgd.weight_decay, static_cast<unsigned long long>(options.seed), threads,
+                job.c_str(),
+                resumed ? (", resumed after epoch " + std::to_string(trainer.epochs_done())).c_str()
+                        : "");
+    std::fflush(stdout);
+  }
 
   int saved_epoch = 0;  // the last epoch this run saved to --checkpoint
-  ProgressBar bar(a.epochs, !a.no_progress && stderr_is_terminal());
+  ProgressBar bar(a.epochs, writer && !a.no_progress && stderr_is_terminal());
   while (trainer.epochs_done() < a.epochs) {
     nn::EpochResult r;
     try {
@@ -245,12 +309,15 @@ void run_train(const TrainArgs& a) {
     if (r.test_population.examples > 0)
       std::snprintf(population, sizeof population, " (population stats %.3f)",
                     r.test_population.accuracy);
-    std::printf("epoch %2d/%d  loss %.3f, train acc %.3f, test acc %.3f%s  |  %.0f examples/sec "
-                "(test %.0f examples/sec), %.1f s\n",
-                r.epoch, a.epochs, r.train_loss, r.train_acc, r.test.accuracy, population,
-                r.examples_per_sec, r.test.examples_per_sec, r.seconds);
-    std::fflush(stdout);
-    metrics_lines += json_line(options.model, r, options, threads) + "\n";
+    if (writer) {
+      std::printf("epoch %2d/%d  loss %.3f, train acc %.3f, test acc %.3f%s  |  %.0f examples/sec "
+                  "(test %.0f examples/sec), %.1f s\n",
+                  r.epoch, a.epochs, r.train_loss, r.train_acc, r.test.accuracy, population,
+                  r.examples_per_sec, r.test.examples_per_sec, r.seconds);
+      std::fflush(stdout);
+    }
+    metrics_lines += json_line(options.model, r, options, threads, a.sync_bn) + "\n";
+    if (!writer) continue;
     // The checkpoint first, carrying the metrics: a crash before the metrics file is
     // rewritten loses nothing, since --resume rebuilds that file from the checkpoint.
     if (!a.checkpoint.empty()) {
@@ -312,6 +379,10 @@ void add_train_command(CLI::App& app) {
   sub->add_flag("--no-shuffle", args->no_shuffle,
                 "Train on the examples in file order every epoch (to compare step by step "
                 "with another framework)");
+  sub->add_flag("--sync-bn", args->sync_bn,
+                "Under mpirun: batch norm normalizes with the statistics of the whole global "
+                "batch (SyncBN); without it each process uses its own slice's, as PyTorch DDP "
+                "does. --batch-size is the global batch either way, split across the processes");
   sub->add_flag("--population-stats", args->population_stats,
                 "Also report test accuracy with batch norm's population statistics (the "
                 "paper's Algorithm 2: averages over the training batches with the final "
