@@ -11,6 +11,11 @@ PyTorch names, numpy arrays:
     y = bnorm.batch_norm(x, running_mean, running_var, training=True)  # functional
     y = bnorm.batch_norm_relu(x, running_mean, running_var, training=True)  # fused ReLU
 
+SyncBatchNorm over mpi4py (python/bnorm/sync.py), under mpirun:
+
+    bn = bnorm.SyncBatchNorm(64)          # comm=None: MPI.COMM_WORLD
+    y = bn(x_slice); dx = bn.backward(dy_slice)   # the whole batch's statistics
+
 The rest of the family, with torch.nn's names and defaults (python/bnorm/norms.py):
 
     ln = bnorm.LayerNorm(768)             # also RMSNorm(768, eps=None), GroupNorm(32, 256),
@@ -31,6 +36,7 @@ from .functional import (
     batch_norm_training,
 )
 from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
+from .sync import MPICollective, SyncBatchNorm
 from .norm_functional import (
     group_norm,
     group_norm_backward,
@@ -72,6 +78,8 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "SyncBatchNorm",
+    "MPICollective",
     "layer_norm",
     "layer_norm_training",
     "layer_norm_backward",

@@ -15,10 +15,13 @@
 #include <pybind11/stl.h>
 
 #include <bnorm/bnorm.hpp>
+#include <bnorm/sync_batch_norm.hpp>
 
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "arrays.h"
 
@@ -60,6 +63,56 @@ int64_t* state_counter(py::handle obj) {
   return static_cast<int64_t*>(const_cast<void*>(a.data()));
 }
 
+// A bnorm_collective over a Python object (python/bnorm/sync.py: MPICollective over
+// mpi4py, or the user's own) with `rank`, `size`, `allgather(send, recv)` and
+// `allreduce_sum(values)` on float64 numpy arrays: SyncBN's C++ calls it with the GIL
+// released, so each callback takes the GIL back. A Python exception in a callback
+// becomes the callback's failure code, and its message is kept for the error raised.
+class PythonCollective {
+ public:
+  explicit PythonCollective(py::object adapter) : adapter_(std::move(adapter)) {
+    collective_ = bnorm_collective{this, adapter_.attr("rank").cast<int>(),
+                                   adapter_.attr("size").cast<int>(), &allgather, &allreduce};
+  }
+  const bnorm_collective& collective() const { return collective_; }
+  const py::object& adapter() const { return adapter_; }
+  // The last callback's Python exception, taken (empty when none).
+  std::string take_error() { return std::exchange(error_, {}); }
+
+ private:
+  static py::array view(const double* data, int64_t count, bool writable) {
+    // No copy: the callee sees the library's own buffer while the call lasts.
+    py::array a(py::dtype::of<double>(), {static_cast<py::ssize_t>(count)}, {sizeof(double)},
+                data, py::capsule(data, [](void*) {}));
+    if (!writable) a.attr("setflags")(py::arg("write") = false);
+    return a;
+  }
+  template <class... Arrays>
+  int call(const char* method, Arrays... arrays) {
+    try {
+      adapter_.attr(method)(arrays...);
+      return 0;
+    } catch (py::error_already_set& e) {
+      error_ = std::string(method) + " raised " + e.what();
+      return 1;
+    }
+  }
+  static int allgather(void* self, const double* send, double* recv, int64_t count) {
+    py::gil_scoped_acquire gil;
+    auto* me = static_cast<PythonCollective*>(self);
+    return me->call("allgather", view(send, count, false),
+                    view(recv, count * me->collective_.size, true));
+  }
+  static int allreduce(void* self, double* values, int64_t count) {
+    py::gil_scoped_acquire gil;
+    return static_cast<PythonCollective*>(self)->call("allreduce_sum", view(values, count, true));
+  }
+
+  py::object adapter_;
+  bnorm_collective collective_{};
+  std::string error_;
+};
+
 template <class T>
 class Module {
  public:
@@ -88,10 +141,7 @@ class Module {
     if (module_.updates_running_stats()) require_running_stats_writable();
     py::array y = empty_like_layout<T>(sizes_of(x_arr), x.layout);
     const TensorView<T> y_view{static_cast<T*>(y.mutable_data()), sizes_of(y), x.layout};
-    {
-      py::gil_scoped_release release;
-      module_.forward(x.view(), y_view);
-    }
+    run_reporting_callbacks([&] { module_.forward(x.view(), y_view); });
     return y;
   }
 
@@ -102,10 +152,7 @@ class Module {
     require_module_dtype(x_arr, "x");
     BackwardCall<T> call(x_arr, dy, true, false, false);
     point_again();
-    {
-      py::gil_scoped_release release;
-      module_.backward(call.x.view(), call.dy.view(), call.dx_view);
-    }
+    run_reporting_callbacks([&] { module_.backward(call.x.view(), call.dy.view(), call.dx_view); });
     py::object grad_weight = py::none(), grad_bias = py::none();
     if (module_.options().affine) {
       grad_weight = copy_of(module_.grad_weight());
@@ -136,6 +183,15 @@ class Module {
 
   BatchNorm<T>& module() { return module_; }
 
+  // SyncBN over `adapter` (PythonCollective); None: this process alone again.
+  void synchronize(py::object adapter) {
+    std::unique_ptr<PythonCollective> next;
+    if (!adapter.is_none()) next = std::make_unique<PythonCollective>(std::move(adapter));
+    module_.synchronize(next ? &next->collective() : nullptr);
+    collective_ = std::move(next);
+  }
+  py::object collective() const { return collective_ ? collective_->adapter() : py::none(); }
+
   static void bind(py::module_& m, const char* name) {
     py::class_<Module>(m, name, "bnorm::BatchNorm<T> over numpy arrays (python/bnorm/modules.py)")
         .def(py::init<int64_t, double, std::optional<double>, bool, bool, const std::string&>(),
@@ -148,6 +204,8 @@ class Module {
         .def("reset_running_stats", &Module::reset_running_stats)
         .def("reset_parameters", &Module::reset_parameters)
         .def("set_num_batches_tracked", &Module::set_num_batches_tracked, py::arg("count"))
+        .def("synchronize", &Module::synchronize, py::arg("collective"))
+        .def_property_readonly("collective", &Module::collective)
         .def_property(
             "training", [](Module& self) { return self.module().is_training(); },
             [](Module& self, bool mode) { self.module().train(mode); })
@@ -173,6 +231,20 @@ class Module {
   }
 
  private:
+  // body() without the GIL; a collective's failure carries its Python exception's text.
+  template <class F>
+  void run_reporting_callbacks(F&& body) {
+    try {
+      py::gil_scoped_release release;
+      body();
+    } catch (const Error& e) {
+      const std::string python = collective_ ? collective_->take_error() : "";
+      if (e.status() == BNORM_ERROR_COLLECTIVE && !python.empty())
+        throw py::value_error(std::string(e.what()) + ": " + python);
+      throw;
+    }
+  }
+
   void require_module_dtype(const py::array& a, const char* name) const {
     if (!py::isinstance<py::array_t<T>>(a))
       throw py::type_error(std::string(name) + " must be " + type_name<T>() +
@@ -205,6 +277,7 @@ class Module {
   }
 
   BatchNorm<T> module_;
+  std::unique_ptr<PythonCollective> collective_;
   py::object weight_ = py::none(), bias_ = py::none(), running_mean_ = py::none(),
              running_var_ = py::none(), num_batches_tracked_ = py::none();
 };
