@@ -5,6 +5,7 @@
 //   train    training and inference throughput of a model on the real data, as one
 //            JSON object, for bench/compare_lenet_torch.py to set beside PyTorch.
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <stdexcept>
@@ -15,6 +16,7 @@
 #include "kernel_table.hpp"
 #include "nn/models.h"
 #include "nn/trainer.h"
+#include "processes.h"
 #include "progress_bar.h"
 
 namespace bnorm::cli {
@@ -27,6 +29,7 @@ struct TrainBenchArgs {
   int64_t steps = 50, warmup = 5;
   double lr = 0;
   int threads = 0;
+  bool sync_bn = false;
   DataOptions data;
 };
 
@@ -40,15 +43,30 @@ void run_train_bench(const TrainBenchArgs& a) {
   if (d.train.count < a.batch_size)
     throw UsageError("--train-examples " + std::to_string(d.train.count) +
                      " is less than one batch (--batch-size " + std::to_string(a.batch_size) + ")");
-  nn::Trainer trainer(o);
+  const bnorm_collective* collective = job_collective();
+  if (job_size() > 1 && a.batch_size < job_size())
+    throw UsageError("--batch-size " + std::to_string(a.batch_size) + " cannot give each of the " +
+                     std::to_string(job_size()) + " processes an example");
+  nn::Trainer trainer(o, nn::DataParallel{collective, a.sync_bn});
   trainer.train_steps(d.train, a.warmup);  // first-touch allocation, caches, BLAS buffers
+  const double in_collectives0 = collective_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
   const double train = trainer.train_steps(d.train, a.steps);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double in_collectives = collective_seconds() - in_collectives0;
   trainer.evaluate(d.test);  // warm the eval path
   const double inference = trainer.evaluate(d.test).examples_per_sec;
+  if (job_rank() != 0) return;
   std::printf("{\"model\": \"%s\", \"threads\": %d, \"batch_size\": %lld, \"steps\": %lld, "
-              "\"train_examples_per_sec\": %.1f, \"inference_examples_per_sec\": %.1f}\n",
+              "\"train_examples_per_sec\": %.1f, \"inference_examples_per_sec\": %.1f, "
+              "\"processes\": %d, \"sync_bn\": %s, \"ms_per_step\": %.3f, "
+              "\"collective_share\": %.4f, \"collectives_per_step\": %lld, "
+              "\"bytes_sent_per_step\": %lld}\n",
               a.model.c_str(), threads, static_cast<long long>(a.batch_size),
-              static_cast<long long>(a.steps), train, inference);
+              static_cast<long long>(a.steps), train, inference, job_size(),
+              a.sync_bn ? "true" : "false", 1e3 * seconds / static_cast<double>(a.steps),
+              in_collectives / seconds, static_cast<long long>(trainer.collectives_per_step()),
+              static_cast<long long>(8 * trainer.doubles_per_step()));
 }
 
 void add_train_bench(CLI::App& bench) {
@@ -69,6 +87,10 @@ void add_train_bench(CLI::App& bench) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
       ->capture_default_str();
   sub->add_option("--lr", args->lr, "Learning rate (default: the model's)")->check(finite_positive());
+  sub->add_flag("--sync-bn", args->sync_bn,
+                "Under mpirun: SyncBN (see bnorm train --sync-bn); the JSON line then also "
+                "gives the share of time in collectives and the bytes each process sends "
+                "per step");
   add_threads_option(*sub, args->threads);
   add_data_options(*sub, args->data, true);
   sub->callback([args] { run_train_bench(*args); });

@@ -1,5 +1,6 @@
 #include "processes.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -15,6 +16,32 @@ namespace {
 std::unique_ptr<dist::MpiCommunicator> communicator;
 #endif
 
+// The job's collective with a stopwatch around each call.
+struct Timed {
+  const bnorm_collective* inner = nullptr;
+  bnorm_collective outer{};
+  double seconds = 0;
+  int64_t calls = 0;
+
+  template <class F>
+  int time(F&& call) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int rc = call();
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++calls;
+    return rc;
+  }
+  static int allgather(void* self, const double* send, double* recv, int64_t count) {
+    auto* t = static_cast<Timed*>(self);
+    return t->time([&] { return t->inner->allgather_f64(t->inner->context, send, recv, count); });
+  }
+  static int allreduce(void* self, double* values, int64_t count) {
+    auto* t = static_cast<Timed*>(self);
+    return t->time([&] { return t->inner->allreduce_sum_f64(t->inner->context, values, count); });
+  }
+};
+Timed timed;
+
 bool under_launcher() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
     if (std::getenv(name)) return true;
@@ -27,6 +54,9 @@ void join_processes(int* argc, char*** argv) {
   if (!under_launcher()) return;
 #ifdef BNORM_HAVE_MPI
   communicator = std::make_unique<dist::MpiCommunicator>(argc, argv);
+  timed.inner = &communicator->collective();
+  timed.outer = bnorm_collective{&timed, timed.inner->rank, timed.inner->size, &Timed::allgather,
+                                 &Timed::allreduce};
 #else
   (void)argc;
   (void)argv;
@@ -35,12 +65,9 @@ void join_processes(int* argc, char*** argv) {
 #endif
 }
 
-const bnorm_collective* job_collective() {
-#ifdef BNORM_HAVE_MPI
-  if (communicator) return &communicator->collective();
-#endif
-  return nullptr;
-}
+const bnorm_collective* job_collective() { return timed.inner ? &timed.outer : nullptr; }
+double collective_seconds() { return timed.seconds; }
+int64_t collective_calls() { return timed.calls; }
 
 int job_rank() { return job_collective() ? job_collective()->rank : 0; }
 int job_size() { return job_collective() ? job_collective()->size : 1; }
@@ -54,6 +81,7 @@ void abort_job(int code) {
 
 void leave_processes() {
 #ifdef BNORM_HAVE_MPI
+  timed.inner = nullptr;
   communicator.reset();
 #endif
 }

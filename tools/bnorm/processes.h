@@ -6,13 +6,18 @@
 
 #include <bnorm/sync_batch_norm.h>
 
+#include <cstdint>
+
 namespace bnorm::cli {
 
 // Joins the launcher's job, if any (call once, first thing in main).
 void join_processes(int* argc, char*** argv);
 
-// The job's collective, or null when this process runs alone.
+// The job's collective, or null when this process runs alone. Every call through it is
+// counted and timed (collective_seconds: the time spent inside, waiting included).
 const bnorm_collective* job_collective();
+double collective_seconds();
+int64_t collective_calls();
 int job_rank();  // 0 alone
 int job_size();  // 1 alone
 
