@@ -3,7 +3,8 @@ under mpirun:
 
   small-batch  why SyncBN exists: LeNet-BN with a global batch of 32 over 4 processes
                (8 examples each) with and without --sync-bn, beside one process with
-               batch 32 and with batch 8; test accuracy per epoch after the same budget
+               batch 32 and with batch 8; and the same for a global batch of 8 (2 examples
+               per process). Train loss and test accuracy per epoch after the same budget
                of epochs. Writes <out>/small_batch.json, .txt and .png.
   cost         time per step for the same global batch over K = 1, 2, 4 processes (4 are
                oversubscribed on a 2-core machine), the share of it inside collectives,
@@ -51,6 +52,8 @@ def small_batch(args):
         ("1 process, batch 8", 1, 8, False),
         ("4 processes x 8, per-process BN", 4, 32, False),
         ("4 processes x 8, SyncBN", 4, 32, True),
+        ("4 processes x 2, per-process BN", 4, 8, False),
+        ("4 processes x 2, SyncBN", 4, 8, True),
     ]
     common = ["--model", "lenet-bn", "--epochs", str(args.epochs), "--lr", str(args.lr),
               "--seed", str(args.seed), "--threads", "1", "--no-progress"]
@@ -84,16 +87,24 @@ def small_batch(args):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
+    style = {(1, False): ("--", "o", 9), (4, True): ("-", "x", 7), (4, False): (":", "s", 5)}
     for r in results:
         epochs = [row["epoch"] for row in r["epochs"]]
-        ax.plot(epochs, [row["test_acc"] for row in r["epochs"]], marker="o", label=r["label"],
-                linestyle="--" if r["processes"] == 1 else "-")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (running statistics)")
-    ax.set_title("LeNet-BN on Fashion-MNIST: batch norm over a small per-process batch")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        line, marker, size = style[(r["processes"], r["sync_bn"])]
+        color = "tab:blue" if r["global_batch"] == 32 else "tab:orange"
+        for ax, key in zip(axes, ("train_loss", "test_acc")):
+            ax.plot(epochs, [row[key] for row in r["epochs"]], linestyle=line, marker=marker,
+                    markersize=size, color=color, label=r["label"])
+    axes[0].set_ylabel("train loss (mean over the epoch)")
+    axes[1].set_ylabel("test accuracy (running statistics)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.set_xticks(range(1, args.epochs + 1))
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.suptitle("LeNet-BN on Fashion-MNIST: SyncBN over 4 processes is one process's "
+                 "training; per-process BN is not")
     fig.tight_layout()
     png = os.path.join(tempfile.gettempdir(), f"small_batch.{os.getpid()}.png")
     fig.savefig(png, dpi=110)
