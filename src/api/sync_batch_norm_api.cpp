@@ -83,7 +83,6 @@ void sync_forward(const bnorm_collective& collective, const TensorView<const T>&
                   const Error* refused) {
   const char* op = "sync_batch_norm_forward_training";
   // The checks the C API cannot make, reported through the collective like its own.
-  std::optional<Error> caught;
   // The channel count a refusal's message is sized by: every process must send as many.
   const int64_t channels = !save_mean.empty() ? static_cast<int64_t>(save_mean.size())
                            : x.sizes.size() >= 2 ? x.sizes[1] : 0;
@@ -91,8 +90,7 @@ void sync_forward(const bnorm_collective& collective, const TensorView<const T>&
   bnorm_running_stats_update u{};
   const T *w = nullptr, *b = nullptr;
   T *rm = nullptr, *rv = nullptr, *sm = nullptr, *si = nullptr;
-  if (refused) caught = *refused;
-  else try {
+  const std::optional<Error> caught = dist::refusal_of(op, refused, [&] {
     p = slice_problem(op, x);
     check_same_shape(op, "y", y, x);
     u = c_update(op, update);
@@ -102,9 +100,7 @@ void sync_forward(const bnorm_collective& collective, const TensorView<const T>&
     rv = per_channel(op, "running_var", running_var, p.c);
     sm = per_channel(op, "save_mean", save_mean, p.c);
     si = per_channel(op, "save_invstd", save_invstd, p.c);
-  } catch (const Error& e) {
-    caught = e;
-  }
+  });
   allocation_failures_as_errors(op, [&] {
     dist::sync_forward_training<T>(op, &collective, p, x.data, y.data, w, b, eps, u, rm, rv, sm,
                                    si, caught ? &*caught : nullptr);
@@ -118,14 +114,12 @@ void sync_backward(const bnorm_collective& collective, const TensorView<const T>
                    std::span<const T> save_invstd, std::span<T> dweight, std::span<T> dbias,
                    const Error* refused) {
   const char* op = "sync_batch_norm_backward";
-  std::optional<Error> caught;
   const int64_t channels = !save_mean.empty() ? static_cast<int64_t>(save_mean.size())
                            : x.sizes.size() >= 2 ? x.sizes[1] : 0;
   norm::Problem p{static_cast<bnorm_layout>(x.layout), 0, channels, 1};
   const T *w = nullptr, *sm = nullptr, *si = nullptr;
   T *dw = nullptr, *db = nullptr;
-  if (refused) caught = *refused;
-  else try {
+  const std::optional<Error> caught = dist::refusal_of(op, refused, [&] {
     p = slice_problem(op, x);
     check_same_shape(op, "dy", dy, x);
     if (dx.data) check_same_shape(op, "dx", dx, x);
@@ -134,9 +128,7 @@ void sync_backward(const bnorm_collective& collective, const TensorView<const T>
     si = per_channel(op, "save_invstd", save_invstd, p.c);
     dw = per_channel(op, "dweight", dweight, p.c);
     db = per_channel(op, "dbias", dbias, p.c);
-  } catch (const Error& e) {
-    caught = e;
-  }
+  });
   allocation_failures_as_errors(op, [&] {
     dist::sync_backward<T>(op, &collective, p, x.data, dy.data, dx.data, w, sm, si, dw, db,
                            caught ? &*caught : nullptr);

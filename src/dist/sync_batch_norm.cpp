@@ -83,14 +83,12 @@ void sync_forward_training(const char* op, const bnorm_collective* collective,
   const int ranks = collective->size;
   // 1. Check this process's arguments and reduce its slice; a refusal is kept, not
   //    thrown, until every process has heard of it.
-  std::optional<bnorm::Error> refused;
-  if (caller_refused) refused = *caller_refused;
   Geometry g{};
   double factor = 0;
   double* message = nullptr;
   Moments* moments = nullptr;
   T* coefficients = nullptr;
-  if (!refused) try {
+  const std::optional<bnorm::Error> refused = refusal_of(op, caller_refused, [&] {
     g = check_slice(op, p);
     if (g.n > 0) {
       norm::require(x, op, "x");
@@ -113,11 +111,7 @@ void sync_forward_training(const char* op, const bnorm_collective* collective,
          norm::buffer_of("save_invstd", save_invstd, g.c, true),
          norm::buffer_of("num_batches_tracked", update.num_batches_tracked, 1, true)},
         "y", "x");
-  } catch (const bnorm::Error& e) {
-    refused = e;
-  } catch (const std::bad_alloc&) {
-    refused = bnorm::Error(BNORM_ERROR_OUT_OF_MEMORY, std::string(op) + ": out of memory allocating scratch space");
-  }
+  });
   // A refusal before the channel count is known sends a message of the caller's c, as
   // every other process does (c must agree across processes).
   const int64_t c = refused ? std::max<int64_t>(p.c, 0) : g.c;
@@ -181,13 +175,11 @@ void sync_backward(const char* op, const bnorm_collective* collective, const nor
                    const T* x, const T* dy, T* dx, const T* weight, const T* save_mean,
                    const T* save_invstd, T* dweight, T* dbias, const bnorm::Error* caller_refused) {
   check_collective(op, collective);
-  std::optional<bnorm::Error> refused;
-  if (caller_refused) refused = *caller_refused;
   Geometry g{};
   double* message = nullptr;
   BackwardSums* sums = nullptr;
   T* coefficients = nullptr;
-  if (!refused) try {
+  const std::optional<bnorm::Error> refused = refusal_of(op, caller_refused, [&] {
     g = check_slice(op, p);
     if (g.n > 0) {
       norm::require(x, op, "x");
@@ -207,11 +199,7 @@ void sync_backward(const char* op, const bnorm_collective* collective, const nor
          norm::buffer_of("save_invstd", save_invstd, g.c, false),
          norm::buffer_of("dweight", dweight, g.c, true), norm::buffer_of("dbias", dbias, g.c, true)},
         "dx", "dy");
-  } catch (const bnorm::Error& e) {
-    refused = e;
-  } catch (const std::bad_alloc&) {
-    refused = bnorm::Error(BNORM_ERROR_OUT_OF_MEMORY, std::string(op) + ": out of memory allocating scratch space");
-  }
+  });
   const int64_t c = refused ? std::max<int64_t>(p.c, 0) : g.c;
   if (refused)
     message = norm::scratch<MessageTag, double>(static_cast<size_t>(backward_message_doubles(c)));

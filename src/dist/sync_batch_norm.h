@@ -10,10 +10,33 @@
 #pragma once
 
 #include <bnorm/sync_batch_norm.h>
+#include <bnorm/error.hpp>
+
+#include <new>
+#include <optional>
+#include <string>
 
 #include "norm/batch_norm.h"
 
 namespace bnorm::dist {
+
+// A process's own checks, run before the collective: the error they throw (a
+// std::bad_alloc counting as BNORM_ERROR_OUT_OF_MEMORY) is kept, not thrown, so that the
+// process still joins the collective and every other process learns of it; nullopt when
+// they pass. A refusal the caller already made (`earlier`) wins and skips the checks.
+template <class F>
+std::optional<bnorm::Error> refusal_of(const char* op, const bnorm::Error* earlier, F&& checks) {
+  if (earlier) return *earlier;
+  try {
+    checks();
+  } catch (const bnorm::Error& e) {
+    return e;
+  } catch (const std::bad_alloc&) {
+    return bnorm::Error(BNORM_ERROR_OUT_OF_MEMORY,
+                        std::string(op) + ": out of memory allocating scratch space");
+  }
+  return std::nullopt;
+}
 
 // Doubles each process sends: forward [verdict, count, mean[c], m2[c]] (allgather),
 // backward [verdict, count, dy_sum[c], dy_xc_sum[c], xc_sum[c]] (allreduce-sum).
