@@ -1,7 +1,7 @@
 // libFuzzer target: the C API's argument space (include/bnorm/bnorm.h).
 //
-// Each input picks one entry point (18 batch-norm functions, f32 and f64, plus
-// bnorm_relu_mask_bytes), a layout (also out-of-range values), sizes, eps, momentum,
+// Each input picks one entry point (18 batch-norm functions and the 4 of SyncBN, over a
+// one-process collective; f32 and f64, plus bnorm_relu_mask_bytes), a layout (also out-of-range values), sizes, eps, momentum,
 // the running-statistics update, and for every pointer argument either NULL or a place
 // in one arena. Every byte of the arena that no argument covers is poisoned for ASan,
 // so the library touching memory that its sizes do not give it is a crash, whether
@@ -12,7 +12,8 @@
 //          (n*c*spatial values, c values, ceil(n*c*spatial / 8) mask bytes) are placed
 //          either apart (with poisoned gaps, y == x or dx == dy when asked, as the
 //          header allows) or at free offsets, where they may overlap;
-//   bad    a size < 1, or a product that overflows int64_t: the call must fail;
+//   bad    a size < 1 (n < 0 for SyncBN, whose n = 0 counts as small), or a product that
+//          overflows int64_t: the call must fail;
 //   huge   valid but larger than the arena: one more argument is made invalid (x NULL,
 //          an unknown layout, eps NaN, momentum 2), every pointer points into poisoned
 //          memory, and the call must not touch it.
@@ -30,6 +31,7 @@
 // Values: a deterministic pseudo-random fill in [-4, 4], then a few values poked in
 // from a table of specials (NaN, +-Inf, huge, subnormal, -0) or raw bits.
 #include <bnorm/bnorm.h>
+#include <bnorm/sync_batch_norm.h>
 #include <fuzzer/FuzzedDataProvider.h>
 #include <sanitizer/asan_interface.h>
 
@@ -70,8 +72,18 @@ enum Op {
   kReluForwardInference,
   kReluBackward,
   kReluBackwardInference,
+  kSyncForwardTraining,
+  kSyncBackward,
   kOps
 };
+
+// SyncBN's collective for one process: the allgather copies, the allreduce keeps.
+int alone_allgather(void*, const double* send, double* recv, int64_t count) {
+  std::memcpy(recv, send, static_cast<size_t>(count) * sizeof(double));
+  return 0;
+}
+int alone_allreduce(void*, double*, int64_t) { return 0; }
+const bnorm_collective kAlone{nullptr, 0, 1, &alone_allgather, &alone_allreduce};
 
 struct OpInfo {
   const char* name;  // without the _f32 / _f64 suffix
@@ -90,6 +102,8 @@ const OpInfo& info(Op op) {
       {"bnorm_batch_norm_relu_forward_inference", {X, W, B, RM, RV}, {Y, MASK}, true, false, false},
       {"bnorm_batch_norm_relu_backward", {X, Y, MASK, DY, W, SM, SI}, {DX, DW, DB}, false, false, false},
       {"bnorm_batch_norm_relu_backward_inference", {X, Y, MASK, DY, W, RM, RV}, {DX, DW, DB}, true, false, false},
+      {"bnorm_sync_batch_norm_forward_training", {X, W, B, RM, RV, NBT}, {Y, RM, RV, SM, SI, NBT}, true, false, true},
+      {"bnorm_sync_batch_norm_backward", {X, DY, W, SM, SI}, {DX, DW, DB}, false, false, false},
   };
   return table[op];
 }
@@ -231,6 +245,10 @@ __attribute__((no_sanitize("enum"))) bnorm_status call(Op op, bnorm_layout layou
         return bnorm_batch_norm_relu_backward_f32(layout, n, c, s, t(X), t(Y), mask, t(DY), t(DX), t(W), t(SM), t(SI), t(DW), t(DB));
       case kReluBackwardInference:
         return bnorm_batch_norm_relu_backward_inference_f32(layout, n, c, s, t(X), t(Y), mask, t(DY), t(DX), t(W), t(RM), t(RV), eps, t(DW), t(DB));
+      case kSyncForwardTraining:
+        return bnorm_sync_batch_norm_forward_training_f32(&kAlone, layout, n, c, s, t(X), t(Y), t(W), t(B), eps, update, t(RM), t(RV), t(SM), t(SI));
+      case kSyncBackward:
+        return bnorm_sync_batch_norm_backward_f32(&kAlone, layout, n, c, s, t(X), t(DY), t(DX), t(W), t(SM), t(SI), t(DW), t(DB));
       default: break;
     }
   } else {
@@ -253,6 +271,10 @@ __attribute__((no_sanitize("enum"))) bnorm_status call(Op op, bnorm_layout layou
         return bnorm_batch_norm_relu_backward_f64(layout, n, c, s, t(X), t(Y), mask, t(DY), t(DX), t(W), t(SM), t(SI), t(DW), t(DB));
       case kReluBackwardInference:
         return bnorm_batch_norm_relu_backward_inference_f64(layout, n, c, s, t(X), t(Y), mask, t(DY), t(DX), t(W), t(RM), t(RV), eps, t(DW), t(DB));
+      case kSyncForwardTraining:
+        return bnorm_sync_batch_norm_forward_training_f64(&kAlone, layout, n, c, s, t(X), t(Y), t(W), t(B), eps, update, t(RM), t(RV), t(SM), t(SI));
+      case kSyncBackward:
+        return bnorm_sync_batch_norm_backward_f64(&kAlone, layout, n, c, s, t(X), t(DY), t(DX), t(W), t(SM), t(SI), t(DW), t(DB));
       default: break;
     }
   }
@@ -332,10 +354,14 @@ void run(FuzzedDataProvider& in, Op op) {
   const bool pass_update = in.ConsumeIntegralInRange<int>(0, 7) != 0;
   const int64_t counter = pick_counter(in);
 
+  // SyncBN takes n = 0 (an empty slice: with one process, an empty global batch, which
+  // every call refuses after its checks).
+  const bool sync = op == kSyncForwardTraining || op == kSyncBackward;
   int64_t total = 0;
-  const bool sizes_ok = n >= 1 && c >= 1 && s >= 1 && !__builtin_mul_overflow(n, c, &total) &&
+  const bool sizes_ok = n >= (sync ? 0 : 1) && c >= 1 && s >= 1 &&
+                        !__builtin_mul_overflow(n, c, &total) &&
                         !__builtin_mul_overflow(total, s, &total);
-  const bool small = sizes_ok && total <= kMaxValues;
+  const bool small = sizes_ok && total <= kMaxValues && c <= kMaxValues;  // c: when n = 0
 
   Placement p;
   bool apart = false;
@@ -364,8 +390,8 @@ void run(FuzzedDataProvider& in, Op op) {
       p.ptr[slot] = arena + offset;
     }
     if (alias) {  // the aliasing the header allows
-      if (p.ptr[X] && p.ptr[Y] && op <= kReluForwardInference && op != kBackward &&
-          op != kBackwardInference)
+      if (p.ptr[X] && p.ptr[Y] && op != kBackward && op != kBackwardInference &&
+          op != kReluBackward && op != kReluBackwardInference && op != kSyncBackward)
         p.ptr[Y] = p.ptr[X], p.offset[Y] = p.offset[X];
       if (p.ptr[DY] && p.ptr[DX]) p.ptr[DX] = p.ptr[DY], p.offset[DX] = p.offset[DY];
     }

@@ -42,6 +42,11 @@
 extern "C" {
 #endif
 
+/* The most channels a SyncBN call takes (each process's forward message is 2 + 2c
+   doubles, and it receives one from every process): a larger c is
+   BNORM_ERROR_INVALID_SHAPE. */
+#define BNORM_SYNC_MAX_CHANNELS (1 << 20)
+
 /* The collective calls SyncBN needs. Every function returns 0 on success; any other
    value fails the SyncBN call with BNORM_ERROR_COLLECTIVE, naming the code. Both must
    give the same bits on every process (a sum in rank order does; so does MPI_Reduce

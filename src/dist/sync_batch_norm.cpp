@@ -45,6 +45,10 @@ Geometry check_slice(const char* op, const norm::Problem& p) {
   norm::Problem at_least_one = p;
   if (p.n == 0) at_least_one.n = 1;
   Geometry g = norm::check_problem(op, at_least_one);
+  if (g.c > BNORM_SYNC_MAX_CHANNELS)
+    fail(BNORM_ERROR_INVALID_SHAPE, op,
+         "c must be <= BNORM_SYNC_MAX_CHANNELS (" + str(BNORM_SYNC_MAX_CHANNELS) +
+             ") for SyncBN, got " + str(g.c));
   g.n = p.n;
   return g;
 }
@@ -61,6 +65,12 @@ void check_verdicts(const char* op, const std::vector<double>& verdicts, int ran
                bnorm_status_string(static_cast<bnorm_status>(verdicts[r])) +
                "; its own error says why); this process (rank " + str(rank) +
                ") wrote nothing");
+}
+
+// The channels a refusing process's message is sized by: the caller's c, within the
+// bounds every accepted call has (a c out of them is refused by every process alike).
+int64_t message_channels(int64_t c) {
+  return std::clamp<int64_t>(c, 0, BNORM_SYNC_MAX_CHANNELS);
 }
 
 void check_rc(const char* op, const char* function, int rc) {
@@ -114,7 +124,7 @@ void sync_forward_training(const char* op, const bnorm_collective* collective,
   });
   // A refusal before the channel count is known sends a message of the caller's c, as
   // every other process does (c must agree across processes).
-  const int64_t c = refused ? std::max<int64_t>(p.c, 0) : g.c;
+  const int64_t c = refused ? message_channels(p.c) : g.c;
   if (refused)
     message = norm::scratch<MessageTag, double>(
         static_cast<size_t>(forward_message_doubles(c) * (ranks + 1)));
@@ -200,7 +210,7 @@ void sync_backward(const char* op, const bnorm_collective* collective, const nor
          norm::buffer_of("dweight", dweight, g.c, true), norm::buffer_of("dbias", dbias, g.c, true)},
         "dx", "dy");
   });
-  const int64_t c = refused ? std::max<int64_t>(p.c, 0) : g.c;
+  const int64_t c = refused ? message_channels(p.c) : g.c;
   if (refused)
     message = norm::scratch<MessageTag, double>(static_cast<size_t>(backward_message_doubles(c)));
   const int64_t doubles = backward_message_doubles(c);

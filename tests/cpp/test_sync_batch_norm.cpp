@@ -109,6 +109,16 @@ TEST(SyncBatchNorm, AFailingCollectiveIsAnErrorNamingIt) {
                                                        mean.data(), invstd.data()),
             BNORM_ERROR_NULL_POINTER);
   EXPECT_STREQ(bnorm_status_string(BNORM_ERROR_COLLECTIVE), "BNORM_ERROR_COLLECTIVE");
+
+  // More channels than a message may carry (an empty slice, so no data is needed).
+  ThreadGroup one(1);
+  EXPECT_EQ(bnorm_sync_batch_norm_forward_training_f32(&one.collective(0), BNORM_CHANNELS_FIRST,
+                                                       0, BNORM_SYNC_MAX_CHANNELS + 1, 1, nullptr,
+                                                       nullptr, nullptr, nullptr, 1e-5, nullptr,
+                                                       nullptr, nullptr, nullptr, nullptr),
+            BNORM_ERROR_INVALID_SHAPE);
+  EXPECT_NE(std::string(bnorm_last_error()).find("BNORM_SYNC_MAX_CHANNELS"), std::string::npos)
+      << bnorm_last_error();
 }
 
 TEST(SyncBatchNorm, OneValueInTheWholeBatchIsRefusedEverywhere) {
