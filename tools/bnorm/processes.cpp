@@ -60,8 +60,16 @@ void join_processes(int* argc, char*** argv) {
 #else
   (void)argc;
   (void)argv;
-  std::fprintf(stderr, "bnorm: warning: started by an MPI launcher, but this bnorm was built "
-                       "without MPI (-DBNORM_WITH_MPI=OFF): each process runs alone\n");
+  // Each process would run alone and write the same outputs: refuse, unless it is alone.
+  const char* size = nullptr;
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+    if (!size) size = std::getenv(name);
+  if (!size || std::atoi(size) != 1) {
+    std::fprintf(stderr, "bnorm: error: started by an MPI launcher (%s processes), but this bnorm "
+                         "was built without MPI (-DBNORM_WITH_MPI=OFF): run it without mpirun, or "
+                         "build it with MPI\n", size ? size : "some");
+    std::exit(2);
+  }
 #endif
 }
 
