@@ -59,12 +59,16 @@ void check_verdicts(const char* op, const std::vector<double>& verdicts, int ran
                     const bnorm::Error* own) {
   if (own) throw *own;
   for (size_t r = 0; r < verdicts.size(); ++r)
-    if (verdicts[r] != 0)
+    if (verdicts[r] != 0) {
+      // A status as the peer sent it; anything else (a peer of another build) is named so.
+      const double v = verdicts[r];
+      const auto status = v >= 1 && v <= 64 ? static_cast<bnorm_status>(static_cast<int>(v))
+                                            : BNORM_ERROR_INTERNAL;
       fail(BNORM_ERROR_COLLECTIVE, op,
-           "process " + str(r) + " refused its arguments (" +
-               bnorm_status_string(static_cast<bnorm_status>(verdicts[r])) +
+           "process " + str(r) + " refused its arguments (" + bnorm_status_string(status) +
                "; its own error says why); this process (rank " + str(rank) +
                ") wrote nothing");
+    }
 }
 
 // The channels a refusing process's message is sized by: the caller's c, within the
