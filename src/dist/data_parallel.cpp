@@ -40,6 +40,11 @@ Slice batch_slice(int64_t batch, int rank, int size) {
   return Slice{rank * share + std::min<int64_t>(rank, extra), share + (rank < extra ? 1 : 0)};
 }
 
+int64_t smallest_batch(int64_t examples, int64_t batch) {
+  const int64_t last = examples % batch;
+  return std::min(examples, last == 0 ? batch : last);
+}
+
 GradientAllreduce::GradientAllreduce(const bnorm_collective& collective,
                                      std::vector<std::span<float>> gradients,
                                      std::vector<std::span<float>> rank0_values, int extras)

@@ -30,6 +30,10 @@ struct Slice {
 };
 Slice batch_slice(int64_t batch, int rank, int size);
 
+// The smallest batch of an epoch of `examples` in batches of `batch`: the last one when
+// `batch` does not divide `examples`, the whole set when it is smaller than a batch.
+int64_t smallest_batch(int64_t examples, int64_t batch);
+
 class GradientAllreduce {
  public:
   // Values per allreduce call (bucket): 256 KiB of doubles.

@@ -132,8 +132,7 @@ int64_t Trainer::doubles_per_step() const {
 void Trainer::check_batches_split(int64_t examples) const {
   const int k = processes();
   if (k == 1) return;
-  const int64_t last = examples % options_.batch_size;
-  const int64_t smallest = std::min(examples, last == 0 ? options_.batch_size : last);
+  const int64_t smallest = dist::smallest_batch(examples, options_.batch_size);
   if (smallest < k)
     throw std::invalid_argument(
         "data-parallel training: a batch of " + std::to_string(smallest) + " example(s) (" +

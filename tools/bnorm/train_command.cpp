@@ -243,8 +243,7 @@ void run_train(const TrainArgs& a) {
                      " training examples leaves a last batch of 1, and batch norm needs more "
                      "than one value per channel (change --batch-size or --train-examples)");
   if (processes > 1) {
-    const int64_t last = data.train.count % options.batch_size;
-    const int64_t smallest = std::min(data.train.count, last == 0 ? options.batch_size : last);
+    const int64_t smallest = dist::smallest_batch(data.train.count, options.batch_size);
     if (smallest < processes)
       throw UsageError("a batch of " + std::to_string(smallest) + " example(s) cannot give each of the " +
                        std::to_string(processes) + " processes an example (change --batch-size or "

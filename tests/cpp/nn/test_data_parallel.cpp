@@ -30,6 +30,13 @@ TEST(DataParallel, BatchSliceSplitsEveryBatchWholeInRankOrder) {
     }
 }
 
+TEST(DataParallel, SmallestBatchIsTheLastOneOrTheWholeSet) {
+  EXPECT_EQ(dist::smallest_batch(3000, 64), 56);    // 46 full batches, then 56
+  EXPECT_EQ(dist::smallest_batch(60000, 256), 96);
+  EXPECT_EQ(dist::smallest_batch(512, 64), 64);     // divides: every batch is full
+  EXPECT_EQ(dist::smallest_batch(10, 64), 10);      // fewer examples than a batch
+}
+
 TEST(DataParallel, GradientAllreduceSumsGradientsAndExtrasAndSharesRankZerosBuffers) {
   const int k = 3;
   ThreadGroup group(k);
