@@ -1,9 +1,26 @@
 #include "nn/sequential.h"
 
+#include <chrono>
 #include <sstream>
 #include <stdexcept>
 
 namespace bnorm::nn {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+}  // namespace
+
+template <class T>
+void Sequential<T>::attach_profile(LayerProfile* profile) {
+  profile_ = profile;
+  if (profile_) {
+    profile_->forward_seconds.resize(layers_.size(), 0.0);
+    profile_->backward_seconds.resize(layers_.size(), 0.0);
+  }
+}
 
 template <class T>
 Layer<T>& Sequential<T>::add(std::unique_ptr<Layer<T>> layer) {
@@ -11,6 +28,7 @@ Layer<T>& Sequential<T>::add(std::unique_ptr<Layer<T>> layer) {
   layers_.push_back(std::move(layer));
   outputs_.emplace_back();
   gradients_.emplace_back();
+  attach_profile(profile_);  // a layer added later is timed too
   return *layers_.back();
 }
 
@@ -27,10 +45,13 @@ const Tensor<T>& Sequential<T>::forward(const Tensor<T>& x) {
   input_ = &x;
   const Tensor<T>* in = &x;
   for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto t0 = profile_ ? Clock::now() : Clock::time_point{};
     outputs_[i].resize(layers_[i]->output_shape(in->shape()));
     layers_[i]->forward(*in, outputs_[i]);
+    if (profile_) profile_->forward_seconds[i] += seconds_since(t0);
     in = &outputs_[i];
   }
+  if (profile_) ++profile_->forwards;
   return outputs_.back();
 }
 
@@ -42,6 +63,7 @@ void Sequential<T>::backward(const Tensor<T>& dy) {
                                 ", the output has " + outputs_.back().shape().str());
   const Tensor<T>* grad_out = &dy;
   for (size_t i = layers_.size(); i-- > 0;) {
+    const auto t0 = profile_ ? Clock::now() : Clock::time_point{};
     const Tensor<T>& in = i == 0 ? *input_ : outputs_[i - 1];
     Tensor<T>* grad_in = nullptr;
     if (i > 0) {
@@ -49,8 +71,10 @@ void Sequential<T>::backward(const Tensor<T>& dy) {
       grad_in = &gradients_[i];
     }
     layers_[i]->backward(in, outputs_[i], *grad_out, grad_in);
+    if (profile_) profile_->backward_seconds[i] += seconds_since(t0);
     grad_out = grad_in;
   }
+  if (profile_) ++profile_->backwards;
 }
 
 template <class T>

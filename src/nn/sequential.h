@@ -16,6 +16,14 @@
 
 namespace bnorm::nn {
 
+// Wall time per layer, summed over the calls made while it is attached to a model
+// (Sequential::attach_profile): index i is layer i. Each layer's parallel regions end
+// before it returns, so its time is its own.
+struct LayerProfile {
+  std::vector<double> forward_seconds, backward_seconds;
+  int64_t forwards = 0, backwards = 0;  // model calls timed
+};
+
 template <class T>
 class Sequential {
  public:
@@ -37,6 +45,10 @@ class Sequential {
   // dy: the loss gradient with respect to the last forward's output.
   void backward(const Tensor<T>& dy);
 
+  // From now on time every layer's forward and backward into `profile` (resized to the
+  // model); nullptr stops. Off, it costs one pointer test per call.
+  void attach_profile(LayerProfile* profile);
+
   void set_training(bool training);
   bool is_training() const { return training_; }
 
@@ -55,6 +67,7 @@ class Sequential {
   std::vector<Tensor<T>> gradients_;  // gradients_[i]: dL/d(layer i's input), i >= 1
   const Tensor<T>* input_ = nullptr;
   bool training_ = true;
+  LayerProfile* profile_ = nullptr;
 };
 
 extern template class Sequential<float>;

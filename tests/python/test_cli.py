@@ -160,6 +160,25 @@ def test_bench_prints_one_json_object():
 
 
 @needs_data
+def test_bench_profile_times_every_layer():
+    r = run("bench", "train", "--model", "lenet-bn", "--steps", "3", "--warmup", "1",
+            "--threads", "1", "--batch-size", "64", "--train-examples", "256",
+            "--test-examples", "128", "--profile")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    layers = out["layers"]
+    assert [layer["index"] for layer in layers] == list(range(len(layers)))
+    assert layers[0]["layer"].startswith("Conv2d(1, 6") and layers[-1]["layer"] == "Linear(84, 10)"
+    assert all(layer["forward_ms"] >= 0 and layer["backward_ms"] >= 0 for layer in layers)
+    # The layers are most of a step (the rest: gathering the batch, the loss, SGD).
+    total = sum(layer["forward_ms"] + layer["backward_ms"] for layer in layers)
+    assert 0.3 * out["ms_per_step"] < total <= out["ms_per_step"] * 1.01, (total, out)
+    assert "layers" not in json.loads(run("bench", "train", "--model", "lenet", "--steps", "1",
+                                          "--warmup", "0", "--threads", "1", "--batch-size", "64",
+                                          "--train-examples", "64", "--test-examples", "64").stdout)
+
+
+@needs_data
 def test_repeated_option_takes_the_last_value(tmp_path):
     # scripts/experiment passes the seed's settings first and the user's after them.
     r = run("train", "--epochs", "10", "--epochs", "1", *SMALL)

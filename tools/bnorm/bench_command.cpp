@@ -4,6 +4,7 @@
 //            and oneDNN come from the peers plugin, loaded only here).
 //   train    training and inference throughput of a model on the real data, as one
 //            JSON object, for bench/compare_lenet_torch.py to set beside PyTorch.
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -30,8 +31,24 @@ struct TrainBenchArgs {
   double lr = 0;
   int threads = 0;
   bool sync_bn = false;
+  bool profile = false;
   DataOptions data;
 };
+
+// The per-layer times of a profiled run, as a JSON array: ms per step, each layer's
+// forward and backward.
+std::string layers_json(nn::Sequential<float>& model, const nn::LayerProfile& p) {
+  std::string out = "[";
+  char buf[512];
+  for (size_t i = 0; i < model.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "%s{\"index\": %zu, \"layer\": \"%s\", \"forward_ms\": %.4f, "
+                  "\"backward_ms\": %.4f}", i ? ", " : "", i, model.layer(i).describe().c_str(),
+                  1e3 * p.forward_seconds[i] / static_cast<double>(std::max<int64_t>(p.forwards, 1)),
+                  1e3 * p.backward_seconds[i] / static_cast<double>(std::max<int64_t>(p.backwards, 1)));
+    out += buf;
+  }
+  return out + "]";
+}
 
 void run_train_bench(const TrainBenchArgs& a) {
   const int threads = apply_threads(a.threads);
@@ -50,9 +67,12 @@ void run_train_bench(const TrainBenchArgs& a) {
   nn::Trainer trainer(o, nn::DataParallel{collective, a.sync_bn});
   trainer.train_steps(d.train, a.warmup);  // first-touch allocation, caches, BLAS buffers
   const double in_collectives0 = collective_seconds();
+  nn::LayerProfile profile;
+  if (a.profile) trainer.model().attach_profile(&profile);
   const auto t0 = std::chrono::steady_clock::now();
   const double train = trainer.train_steps(d.train, a.steps);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  trainer.model().attach_profile(nullptr);
   const double in_collectives = collective_seconds() - in_collectives0;
   trainer.evaluate(d.test);  // warm the eval path
   const double inference = trainer.evaluate(d.test).examples_per_sec;
@@ -61,12 +81,14 @@ void run_train_bench(const TrainBenchArgs& a) {
               "\"train_examples_per_sec\": %.1f, \"inference_examples_per_sec\": %.1f, "
               "\"processes\": %d, \"sync_bn\": %s, \"ms_per_step\": %.3f, "
               "\"collective_share\": %.4f, \"collectives_per_step\": %lld, "
-              "\"bytes_sent_per_step\": %lld}\n",
+              "\"bytes_sent_per_step\": %lld%s%s}\n",
               a.model.c_str(), threads, static_cast<long long>(a.batch_size),
               static_cast<long long>(a.steps), train, inference, job_size(),
               a.sync_bn ? "true" : "false", 1e3 * seconds / static_cast<double>(a.steps),
               in_collectives / seconds, static_cast<long long>(trainer.collectives_per_step()),
-              static_cast<long long>(8 * trainer.doubles_per_step()));
+              static_cast<long long>(8 * trainer.doubles_per_step()),
+              a.profile ? ", \"layers\": " : "",
+              a.profile ? layers_json(trainer.model(), profile).c_str() : "");
 }
 
 void add_train_bench(CLI::App& bench) {
@@ -91,6 +113,10 @@ void add_train_bench(CLI::App& bench) {
                 "Under mpirun: SyncBN (see bnorm train --sync-bn); the JSON line then also "
                 "gives the share of time in collectives and the bytes each process sends "
                 "per step");
+  sub->add_flag("--profile", args->profile,
+                "Also time every layer's forward and backward over the timed steps: a "
+                "\"layers\" array in the JSON line, ms per step (bench/profile_lenet.py sets it "
+                "beside PyTorch's)");
   add_threads_option(*sub, args->threads);
   add_data_options(*sub, args->data, true);
   sub->callback([args] { run_train_bench(*args); });

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <numeric>
@@ -869,6 +870,48 @@ TEST(Dropout, BackwardFollowsTheLastForward) {
   drop.set_training(true);
   drop.backward(x, y, dy, &dx);
   for (int64_t i = 0; i < x.numel(); ++i) EXPECT_EQ(dx[i], 1.0) << i;
+}
+
+}  // namespace
+}  // namespace bnorm::nn
+
+namespace bnorm::nn {
+namespace {
+
+// The per-layer timer of `bnorm bench train --profile`: one slot per layer, every call
+// counted while attached, nothing once detached, and the values unchanged by timing.
+TEST(LayerProfile, TimesEveryLayerWhileAttachedAndChangesNothing) {
+  auto timed = make_model<float>("lenet-bn", 3);
+  auto plain = make_model<float>("lenet-bn", 3);
+  Tensor<float> x({4, 1, 28, 28});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = static_cast<float>((i * 37) % 101) / 50.0f - 1.0f;
+  LayerProfile profile;
+  timed->attach_profile(&profile);
+  ASSERT_EQ(profile.forward_seconds.size(), timed->size());
+  ASSERT_EQ(profile.backward_seconds.size(), timed->size());
+  Tensor<float> dy;
+  for (int step = 0; step < 3; ++step) {
+    const Tensor<float>& a = timed->forward(x);
+    const Tensor<float>& b = plain->forward(x);
+    ASSERT_EQ(std::memcmp(a.data(), b.data(), static_cast<size_t>(a.numel()) * sizeof(float)), 0);
+    dy.resize(a.shape());
+    std::fill(dy.data(), dy.data() + dy.numel(), 0.01f);
+    timed->backward(dy);
+  }
+  EXPECT_EQ(profile.forwards, 3);
+  EXPECT_EQ(profile.backwards, 3);
+  for (size_t i = 0; i < timed->size(); ++i) {
+    EXPECT_GE(profile.forward_seconds[i], 0.0) << i;
+    EXPECT_GE(profile.backward_seconds[i], 0.0) << i;
+  }
+  // The convolutions do most of the work: they cannot have taken no time.
+  EXPECT_GT(profile.forward_seconds[0], 0.0);
+  EXPECT_GT(profile.backward_seconds[0], 0.0);
+  const double first = profile.forward_seconds[0];
+  timed->attach_profile(nullptr);
+  timed->forward(x);
+  EXPECT_EQ(profile.forwards, 3);
+  EXPECT_EQ(profile.forward_seconds[0], first);
 }
 
 }  // namespace
