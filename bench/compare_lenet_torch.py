@@ -87,7 +87,8 @@ def load_split(data_dir, prefix):
     return x, y
 
 
-def torch_train_examples_per_sec(name, x, y, batch_size, steps, warmup):
+def train_step_fn(name, x, y, batch_size):
+    """One SGD step of `name` per call, on the next batch of a shuffled pass over (x, y)."""
     net = make_model(name)
     net.train()
     loss_fn = nn.CrossEntropyLoss()
@@ -104,7 +105,11 @@ def torch_train_examples_per_sec(name, x, y, batch_size, steps, warmup):
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return step
 
+
+def torch_train_examples_per_sec(name, x, y, batch_size, steps, warmup):
+    step = train_step_fn(name, x, y, batch_size)
     for _ in range(warmup):
         step()
     start = time.perf_counter()

@@ -26,11 +26,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from atomic_file import write_text_atomically  # noqa: E402
-from compare_lenet_torch import DEFAULT_DATA, load_split, make_model  # noqa: E402
+from compare_lenet_torch import DEFAULT_DATA, load_split, train_step_fn  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 KINDS = ["Conv2d", "BatchNorm", "Sigmoid", "AvgPool2d", "Linear", "Flatten", "rest"]
@@ -61,27 +60,8 @@ def bnorm_profile(args):
     return out["ms_per_step"], kinds
 
 
-def torch_step_fn(name, x, y, batch_size):
-    net = make_model(name)
-    net.train()
-    loss_fn = nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(net.parameters(), lr=0.9)
-    state = {"perm": torch.randperm(x.shape[0]), "pos": 0}
-
-    def step():
-        if state["pos"] + batch_size > x.shape[0]:
-            state["perm"], state["pos"] = torch.randperm(x.shape[0]), 0
-        idx = state["perm"][state["pos"]:state["pos"] + batch_size]
-        state["pos"] += batch_size
-        loss = loss_fn(net(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return step
-
-
 def torch_profile(args, x, y):
-    step = torch_step_fn(args.model, x, y, args.batch_size)
+    step = train_step_fn(args.model, x, y, args.batch_size)
     for _ in range(5):
         step()
     start = time.perf_counter()
