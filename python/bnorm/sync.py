@@ -53,8 +53,9 @@ class MPICollective:
 
 
 def _collective_of(comm):
-    if isinstance(comm, MPICollective) or all(
-            hasattr(comm, a) for a in ("rank", "size", "allgather", "allreduce_sum")):
+    """comm itself when it is a collective already (MPICollective or the caller's own),
+    else MPICollective over it (an mpi4py communicator, or None for COMM_WORLD)."""
+    if all(hasattr(comm, a) for a in ("rank", "size", "allgather", "allreduce_sum")):
         return comm
     return MPICollective(comm)
 

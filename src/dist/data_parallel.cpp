@@ -45,6 +45,16 @@ int64_t smallest_batch(int64_t examples, int64_t batch) {
   return std::min(examples, last == 0 ? batch : last);
 }
 
+void check_batches_split(int64_t examples, int64_t batch, int processes) {
+  const int64_t smallest = smallest_batch(examples, batch);
+  if (smallest < processes)
+    throw std::invalid_argument(
+        "a batch of " + std::to_string(smallest) + " example(s) cannot give each of the " +
+        std::to_string(processes) + " processes an example (it is " +
+        (smallest == examples ? "the whole set" : "the last batch of the epoch") +
+        "; change --batch-size or --train-examples, or use fewer processes)");
+}
+
 GradientAllreduce::GradientAllreduce(const bnorm_collective& collective,
                                      std::vector<std::span<float>> gradients,
                                      std::vector<std::span<float>> rank0_values, int extras)

@@ -34,6 +34,10 @@ Slice batch_slice(int64_t batch, int rank, int size);
 // `batch` does not divide `examples`, the whole set when it is smaller than a batch.
 int64_t smallest_batch(int64_t examples, int64_t batch);
 
+// Every batch of an epoch must give each of `processes` an example: std::invalid_argument
+// naming the smallest batch otherwise.
+void check_batches_split(int64_t examples, int64_t batch, int processes);
+
 class GradientAllreduce {
  public:
   // Values per allreduce call (bucket): 256 KiB of doubles.

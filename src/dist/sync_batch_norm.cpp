@@ -4,7 +4,6 @@
 #include <new>
 #include <optional>
 #include <string>
-#include <vector>
 
 #include "kernels/batch_norm.h"
 #include "norm/batch_norm_steps.h"
@@ -53,15 +52,15 @@ Geometry check_slice(const char* op, const norm::Problem& p) {
   return g;
 }
 
-// The collective's verdict on the arguments: each process sends 0 (accepted) or its
-// status; a process that refused rethrows its own error, the others name it.
-void check_verdicts(const char* op, const std::vector<double>& verdicts, int rank,
-                    const bnorm::Error* own) {
+// The collective's verdict on the arguments: each process's message starts with 0
+// (accepted) or its status; a process that refused rethrows its own error, the others
+// name the first that refused. `messages`: `ranks` messages of `doubles` each.
+void check_verdicts(const char* op, const double* messages, int64_t doubles, int ranks,
+                    int rank, const bnorm::Error* own) {
   if (own) throw *own;
-  for (size_t r = 0; r < verdicts.size(); ++r)
-    if (verdicts[r] != 0) {
+  for (int r = 0; r < ranks; ++r)
+    if (const double v = messages[r * doubles]; v != 0) {
       // A status as the peer sent it; anything else (a peer of another build) is named so.
-      const double v = verdicts[r];
       const auto status = v >= 1 && v <= 64 ? static_cast<bnorm_status>(static_cast<int>(v))
                                             : BNORM_ERROR_INTERNAL;
       fail(BNORM_ERROR_COLLECTIVE, op,
@@ -147,9 +146,7 @@ void sync_forward_training(const char* op, const bnorm_collective* collective,
 
   // 2. One collective: every process's [verdict, count, mean[c], m2[c]].
   check_rc(op, "allgather_f64", collective->allgather_f64(collective->context, send, recv, doubles));
-  std::vector<double> verdicts(static_cast<size_t>(ranks));
-  for (int r = 0; r < ranks; ++r) verdicts[static_cast<size_t>(r)] = recv[r * doubles];
-  check_verdicts(op, verdicts, collective->rank, refused ? &*refused : nullptr);
+  check_verdicts(op, recv, doubles, ranks, collective->rank, refused ? &*refused : nullptr);
 
   // 3. Chan's merge in rank order: the same bits on every process.
   for (int64_t ch = 0; ch < c; ++ch) {

@@ -108,36 +108,31 @@ Trainer::Trainer(const TrainOptions& options, const DataParallel& parallel)
 }
 
 void Trainer::set_sync_bn(bool on) {
-  sync_bn_layers_ = sync_bn_channels_ = 0;
   for (size_t i = 0; i < model_->size(); ++i)
-    if (auto* bn = dynamic_cast<BatchNormLayer<float>*>(&model_->layer(i))) {
+    if (auto* bn = dynamic_cast<BatchNormLayer<float>*>(&model_->layer(i)))
       bn->module().synchronize(on ? parallel_.collective : nullptr);
-      if (on) {
-        ++sync_bn_layers_;
-        sync_bn_channels_ += bn->module().num_features();
-      }
-    }
 }
 
+// SyncBN per synchronized layer of c channels: one forward call of 2 + 2c doubles and
+// one backward call of 2 + 3c; then the gradient buckets.
 int64_t Trainer::collectives_per_step() const {
-  return allreduce_ ? allreduce_->buckets() + 2 * sync_bn_layers_ : 0;
+  if (!allreduce_) return 0;
+  int64_t calls = allreduce_->buckets();
+  for (size_t i = 0; i < model_->size(); ++i)
+    if (auto* bn = dynamic_cast<BatchNormLayer<float>*>(&model_->layer(i)))
+      if (bn->module().collective()) calls += 2;
+  return calls;
 }
 
 int64_t Trainer::doubles_per_step() const {
   if (!allreduce_) return 0;
-  // SyncBN per layer of c channels: forward 2 + 2c, backward 2 + 3c.
-  return allreduce_->values() + 4 * sync_bn_layers_ + 5 * sync_bn_channels_;
-}
-
-void Trainer::check_batches_split(int64_t examples) const {
-  const int k = processes();
-  if (k == 1) return;
-  const int64_t smallest = dist::smallest_batch(examples, options_.batch_size);
-  if (smallest < k)
-    throw std::invalid_argument(
-        "data-parallel training: a batch of " + std::to_string(smallest) + " example(s) (" +
-        (smallest == examples ? "the whole set" : "the last of the epoch") + ") cannot give each of the " +
-        std::to_string(k) + " processes an example (change --batch-size or the number of examples)");
+  int64_t doubles = allreduce_->values();
+  for (size_t i = 0; i < model_->size(); ++i)
+    if (auto* bn = dynamic_cast<BatchNormLayer<float>*>(&model_->layer(i)))
+      if (bn->module().collective())
+        doubles += bnorm_sync_batch_norm_forward_doubles(bn->module().num_features()) +
+                   bnorm_sync_batch_norm_backward_doubles(bn->module().num_features());
+  return doubles;
 }
 
 void Trainer::gather_slice(const data::ImageDataset& data, const std::vector<int64_t>& order,
@@ -198,7 +193,7 @@ double Trainer::step(int64_t global_batch, int64_t* correct) {
 EpochResult Trainer::train_epoch(const data::ImageDataset& train, const data::ImageDataset* test,
                                  const ProgressFn& progress, bool population_statistics) {
   if (train.count < 1) throw std::invalid_argument("train: the training set is empty");
-  check_batches_split(train.count);
+  dist::check_batches_split(train.count, options_.batch_size, processes());
   const auto t0 = Clock::now();
   EpochResult r;
   r.epoch = epochs_done_ + 1;

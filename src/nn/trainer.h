@@ -151,9 +151,6 @@ class Trainer {
   // Gathers this process's slice of the global batch order[begin, end).
   void gather_slice(const data::ImageDataset& data, const std::vector<int64_t>& order,
                     int64_t begin, int64_t end);
-  // With data parallelism: the smallest batch of an epoch must give every process an
-  // example (std::invalid_argument otherwise).
-  void check_batches_split(int64_t examples) const;
   // Every `check_every` steps and after each epoch: the same parameters everywhere.
   void check_same_model(const std::string& when);
   void set_sync_bn(bool on);
@@ -166,7 +163,6 @@ class Trainer {
   DataParallel parallel_;
   std::unique_ptr<dist::GradientAllreduce> allreduce_;
   int64_t steps_ = 0;
-  int64_t sync_bn_layers_ = 0, sync_bn_channels_ = 0;
   std::unique_ptr<Sequential<float>> model_;
   std::unique_ptr<Sgd<float>> optimizer_;
   int epochs_done_ = 0;

@@ -197,6 +197,17 @@ TEST(SyncBatchNorm, ModuleMatchesBatchNormOnTheConcatenatedBatchAndCountsCollect
           << e.what();
     }
     EXPECT_EQ(counting.allgathers, 2);
+
+    // synchronize(nullptr): this process's batch alone again, no collective at all.
+    bn.synchronize(nullptr);
+    EXPECT_EQ(bn.collective(), nullptr);
+    std::vector<double> local(static_cast<size_t>(2 * per_sample)), local_out(local.size());
+    for (size_t i = 0; i < local.size(); ++i) local[i] = static_cast<double>(i % 7) + comm.rank;
+    bn.forward({local.data(), {2, c, h, w}}, {local_out.data(), {2, c, h, w}});
+    bn.backward({local.data(), {2, c, h, w}}, {local.data(), {2, c, h, w}},
+                {local_out.data(), {2, c, h, w}});
+    EXPECT_EQ(counting.allgathers, 2);
+    EXPECT_EQ(counting.allreduces, 1);
   });
 }
 

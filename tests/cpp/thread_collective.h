@@ -49,13 +49,16 @@ class ThreadGroup {
     ThreadGroup& g = *m->group;
     g.slots_[static_cast<size_t>(m->rank)].assign(send, send + count);
     g.barrier_.arrive_and_wait();
-    for (int r = 0; r < g.size_; ++r) {
-      const auto& slot = g.slots_[static_cast<size_t>(r)];
-      if (static_cast<int64_t>(slot.size()) != count) return 1;  // counts disagree
-      std::memcpy(recv + r * count, slot.data(), static_cast<size_t>(count) * sizeof(double));
-    }
+    // Counts that disagree fail on every thread, after the same two barriers (no thread
+    // is left waiting).
+    int status = 0;
+    for (int r = 0; r < g.size_; ++r)
+      if (static_cast<int64_t>(g.slots_[static_cast<size_t>(r)].size()) != count) status = 1;
+    for (int r = 0; r < g.size_ && status == 0; ++r)
+      std::memcpy(recv + r * count, g.slots_[static_cast<size_t>(r)].data(),
+                  static_cast<size_t>(count) * sizeof(double));
     g.barrier_.arrive_and_wait();
-    return 0;
+    return status;
   }
 
   static int allreduce_sum(void* context, double* values, int64_t count) {
@@ -63,13 +66,16 @@ class ThreadGroup {
     ThreadGroup& g = *m->group;
     g.slots_[static_cast<size_t>(m->rank)].assign(values, values + count);
     g.barrier_.arrive_and_wait();
-    for (int64_t i = 0; i < count; ++i) {
+    int status = 0;
+    for (int r = 0; r < g.size_; ++r)  // counts disagree: fail, as allgather does
+      if (static_cast<int64_t>(g.slots_[static_cast<size_t>(r)].size()) != count) status = 1;
+    for (int64_t i = 0; i < count && status == 0; ++i) {
       double sum = 0;
       for (int r = 0; r < g.size_; ++r) sum += g.slots_[static_cast<size_t>(r)][static_cast<size_t>(i)];
       values[i] = sum;
     }
     g.barrier_.arrive_and_wait();
-    return 0;
+    return status;
   }
 
   int size_;

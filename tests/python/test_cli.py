@@ -157,6 +157,8 @@ def test_bench_prints_one_json_object():
     out = json.loads(r.stdout)
     assert out["model"] == "lenet-bn" and out["threads"] == 1 and out["batch_size"] == 64
     assert out["train_examples_per_sec"] > 0 and out["inference_examples_per_sec"] > 0
+    # Alone (no mpirun): no communication to report.
+    assert (out["processes"], out["collectives_per_step"], out["bytes_sent_per_step"]) == (1, 0, 0)
 
 
 @needs_data

@@ -6,6 +6,7 @@ oracle is the single-process run: per-epoch train loss within 1e-4 relative. Fau
 killed process ends the job within 30 s naming its rank; processes started with
 different options refuse at start; only rank 0 prints and writes.
 """
+import json
 import os
 import shutil
 import signal
@@ -176,3 +177,29 @@ def test_a_killed_process_ends_the_job_naming_its_rank(tmp_path, victim):
     # The checkpoint rank 0 wrote is whole (read_checkpoint checks its CRC).
     meta, _ = read_checkpoint(ckpt)
     assert int(meta["epoch"]) >= 1
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_bench_reports_the_collectives_of_a_step(sync):
+    """LeNet-BN's 44,878 parameters, 452 of them in batch norm (channels 6, 16, 120, 84).
+    Without SyncBN: one all-reduce of 44,878 gradients, 2 loss totals and rank 0's 452
+    running statistics, in 2 buckets of at most 32,768. With it: batch norm's gradients and
+    statistics leave the all-reduce (44,428 doubles, 2 buckets), and each of the 4 layers
+    makes one forward call of 2 + 2c doubles and one backward call of 2 + 3c."""
+    r = mpirun(2, "bench", "train", "--model", "lenet-bn", "--steps", "2", "--warmup", "1",
+               "--threads", "1", "--batch-size", "64", "--train-examples", "256",
+               "--test-examples", "64", *(["--sync-bn"] if sync else []))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1, r.stdout  # rank 0 alone prints
+    out = json.loads(lines[0])
+    assert out["processes"] == 2 and out["sync_bn"] is sync
+    channels = [6, 16, 120, 84]
+    if sync:
+        doubles = 44878 - 452 + 2 + sum(4 + 5 * c for c in channels)
+        assert out["collectives_per_step"] == 2 + 2 * len(channels)
+    else:
+        doubles = 44878 + 2 + 452
+        assert out["collectives_per_step"] == 2
+    assert out["bytes_sent_per_step"] == 8 * doubles
+    assert 0 <= out["collective_share"] <= 1

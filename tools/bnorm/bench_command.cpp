@@ -110,9 +110,9 @@ void add_train_bench(CLI::App& bench) {
       ->capture_default_str();
   sub->add_option("--lr", args->lr, "Learning rate (default: the model's)")->check(finite_positive());
   sub->add_flag("--sync-bn", args->sync_bn,
-                "Under mpirun: SyncBN (see bnorm train --sync-bn); the JSON line then also "
-                "gives the share of time in collectives and the bytes each process sends "
-                "per step");
+                "Under mpirun: SyncBN (see bnorm train --sync-bn). Under mpirun, with or "
+                "without it, the JSON line's collective_share, collectives_per_step and "
+                "bytes_sent_per_step say what the processes' communication cost");
   sub->add_flag("--profile", args->profile,
                 "Also time every layer's forward and backward over the timed steps: a "
                 "\"layers\" array in the JSON line, ms per step (bench/profile_lenet.py sets it "

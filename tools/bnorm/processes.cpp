@@ -21,14 +21,12 @@ struct Timed {
   const bnorm_collective* inner = nullptr;
   bnorm_collective outer{};
   double seconds = 0;
-  int64_t calls = 0;
 
   template <class F>
   int time(F&& call) {
     const auto t0 = std::chrono::steady_clock::now();
     const int rc = call();
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ++calls;
     return rc;
   }
   static int allgather(void* self, const double* send, double* recv, int64_t count) {
@@ -75,7 +73,6 @@ void join_processes(int* argc, char*** argv) {
 
 const bnorm_collective* job_collective() { return timed.inner ? &timed.outer : nullptr; }
 double collective_seconds() { return timed.seconds; }
-int64_t collective_calls() { return timed.calls; }
 
 int job_rank() { return job_collective() ? job_collective()->rank : 0; }
 int job_size() { return job_collective() ? job_collective()->size : 1; }

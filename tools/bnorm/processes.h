@@ -14,10 +14,9 @@ namespace bnorm::cli {
 void join_processes(int* argc, char*** argv);
 
 // The job's collective, or null when this process runs alone. Every call through it is
-// counted and timed (collective_seconds: the time spent inside, waiting included).
+// timed (collective_seconds: the time spent inside, waiting included).
 const bnorm_collective* job_collective();
 double collective_seconds();
-int64_t collective_calls();
 int job_rank();  // 0 alone
 int job_size();  // 1 alone
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 #include <fstream>
@@ -243,11 +244,12 @@ void run_train(const TrainArgs& a) {
                      " training examples leaves a last batch of 1, and batch norm needs more "
                      "than one value per channel (change --batch-size or --train-examples)");
   if (processes > 1) {
+    try {
+      dist::check_batches_split(data.train.count, options.batch_size, processes);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());  // a bad combination of arguments: exit status 2
+    }
     const int64_t smallest = dist::smallest_batch(data.train.count, options.batch_size);
-    if (smallest < processes)
-      throw UsageError("a batch of " + std::to_string(smallest) + " example(s) cannot give each of the " +
-                       std::to_string(processes) + " processes an example (change --batch-size or "
-                       "--train-examples, or use fewer processes)");
     // Per-process batch norm normalizes each slice alone: the smallest slice needs two.
     if (has_bn && !a.sync_bn && smallest / processes < 2)
       throw UsageError("a batch of " + std::to_string(smallest) + " over " + std::to_string(processes) +
