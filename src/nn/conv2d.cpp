@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "nn/blas.h"
+#include "nn/conv_direct.h"
 
 namespace bnorm::nn {
 
@@ -160,6 +161,12 @@ BNORM_CONV_LOOPS(float)
 BNORM_CONV_LOOPS(double)
 #undef BNORM_CONV_LOOPS
 
+// The direct kernels win where im2col's copies and a GEMM call per image cost more than
+// the multiplications: few output channels per image (measured in docs/training.md).
+bool prefers_direct(const Conv2dOptions& o) {
+  return o.out_channels <= 32 && o.in_channels <= 32;
+}
+
 }  // namespace
 
 template <class T>
@@ -169,8 +176,17 @@ Conv2d<T>::Conv2d(const Conv2dOptions& options) : options_(options) {
   if (options.kernel_size < 1) throw std::invalid_argument("Conv2d: kernel_size must be at least 1");
   if (options.stride < 1) throw std::invalid_argument("Conv2d: stride must be at least 1");
   if (options.padding < 0) throw std::invalid_argument("Conv2d: padding must be at least 0");
+  const bool direct_possible =
+      direct_conv::supports(options.stride, options.kernel_size, options.padding);
+  if (options.algorithm == ConvAlgorithm::direct && !direct_possible)
+    throw std::invalid_argument(
+        "Conv2d: algorithm=direct needs stride 1 and padding <= kernel_size - 1");
+  direct_ = options.algorithm == ConvAlgorithm::direct ||
+            (options.algorithm == ConvAlgorithm::automatic && direct_possible &&
+             prefers_direct(options));
   load_blas();  // now, not first inside a parallel region (a load failure must throw here)
   const auto weights = static_cast<size_t>(options.out_channels * fan_in());
+  if (direct_) flipped_weight_.assign(weights, T(0));
   weight_.assign(weights, T(0));
   grad_weight_.assign(weights, T(0));
   if (options.bias) {
@@ -210,6 +226,7 @@ Shape Conv2d<T>::output_shape(const Shape& in) const {
 
 template <class T>
 void Conv2d<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
+  if (direct_) return forward_direct(x, y);
   const Shape out = y.shape();
   const ConvGeometry g{x.dim(1), x.dim(2), x.dim(3), options_.kernel_size,
                        options_.stride, options_.padding, out[2], out[3]};
@@ -246,6 +263,7 @@ void Conv2d<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
 template <class T>
 void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tensor<T>& dy,
                          Tensor<T>* dx) {
+  if (direct_) return backward_direct(x, dy, dx);
   const ConvGeometry g{x.dim(1), x.dim(2), x.dim(3), options_.kernel_size,
                        options_.stride, options_.padding, dy.dim(2), dy.dim(3)};
   const int64_t n_images = x.dim(0), cout = options_.out_channels, area = g.out_area();
@@ -285,6 +303,71 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
         T* dcol = column_grads_.get(t);
         gemm<T>(true, false, krows, area, cout, T(1), w, krows, dyn, area, T(0), dcol, area);
         col2im(g, dcol, dx->data() + n * g.channels * g.height * g.width, pads_.get(t));
+      }
+    }
+  }
+  weight_partials_.sum_into(grad_weight_.data(), grad_weight_.size());
+  if (!bias_.empty()) bias_partials_.sum_into(grad_bias_.data(), grad_bias_.size());
+}
+
+template <class T>
+void Conv2d<T>::forward_direct(const Tensor<T>& x, Tensor<T>& y) {
+  const direct_conv::Geometry g{x.dim(1), x.dim(2), x.dim(3), options_.out_channels,
+                                options_.kernel_size, options_.padding};
+  const int64_t n_images = x.dim(0), in_size = g.in_channels * g.height * g.width;
+  const int64_t out_size = g.out_channels * g.out_height() * g.out_width();
+  columns_of_ = nullptr;  // the direct backward keeps nothing from the forward
+  staged_.prepare(g.staged_size());
+  const T* w = weight_.data();
+  const T* b = bias_.empty() ? nullptr : bias_.data();
+#pragma omp parallel
+  {
+    T* staged = staged_.get(omp_get_thread_num());
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < n_images; ++n) {
+      direct_conv::stage_input(g, x.data() + n * in_size, staged);
+      direct_conv::forward(g, staged, w, b, y.data() + n * out_size);
+    }
+  }
+}
+
+// Per image: dw += the direct weight gradient, db += row sums of dy, and
+// dx = the forward of the transposed geometry over dy with the flipped weight.
+template <class T>
+void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
+  const direct_conv::Geometry g{x.dim(1), x.dim(2), x.dim(3), options_.out_channels,
+                                options_.kernel_size, options_.padding};
+  const direct_conv::Geometry gt = g.transposed();
+  const int64_t n_images = x.dim(0), cout = options_.out_channels;
+  const int64_t in_size = g.in_channels * g.height * g.width, area = g.out_height() * g.out_width();
+  staged_.prepare(std::max(g.staged_size(), dx ? gt.staged_size() : size_t{0}));
+  gradient_rows_.prepare(g.gradient_size());
+  weight_partials_.prepare(weight_.size());
+  bias_partials_.prepare(static_cast<size_t>(cout));
+  weight_partials_.zero_all();
+  bias_partials_.zero_all();
+  if (dx) direct_conv::flip_weight(g, weight_.data(), flipped_weight_.data());
+  const T* flipped = flipped_weight_.data();
+#pragma omp parallel
+  {
+    const int t = omp_get_thread_num();
+    T* staged = staged_.get(t);
+    T* dw = weight_partials_.get(t);
+    T* db = bias_partials_.get(t);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < n_images; ++n) {
+      const T* dyn = dy.data() + n * cout * area;
+      direct_conv::stage_input(g, x.data() + n * in_size, staged);
+      direct_conv::backward_weight(g, staged, dyn, gradient_rows_.get(t), dw);
+      for (int64_t c = 0; c < cout; ++c) {
+        T s = T(0);
+        for (int64_t i = 0; i < area; ++i) s += dyn[c * area + i];
+        db[c] += s;
+      }
+      if (dx) {
+        direct_conv::stage_input(gt, dyn, staged);
+        direct_conv::forward(gt, staged, flipped, static_cast<const T*>(nullptr),
+                             dx->data() + n * in_size);
       }
     }
   }

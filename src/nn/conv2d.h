@@ -1,5 +1,5 @@
-// 2-D convolution (cross-correlation, as in PyTorch) over NCHW tensors, by im2col and
-// one BLAS GEMM per image.
+// 2-D convolution (cross-correlation, as in PyTorch) over NCHW tensors: direct kernels
+// (conv_direct.h) for stride 1 with few channels, else im2col and one BLAS GEMM per image.
 //
 //   x: (N, Cin, H, W)   weight: (Cout, Cin, k, k)   bias: (Cout)   y: (N, Cout, Ho, Wo)
 //   Ho = (H + 2p - k) / s + 1,  Wo likewise
@@ -19,6 +19,11 @@
 
 namespace bnorm::nn {
 
+// How a layer computes: `automatic` picks the direct kernels where they apply and are
+// faster (stride 1, padding <= k - 1, few channels: see Conv2d::uses_direct); tests and
+// benchmarks force one or the other.
+enum class ConvAlgorithm { automatic, direct, gemm };
+
 struct Conv2dOptions {
   int64_t in_channels = 1;
   int64_t out_channels = 1;
@@ -26,6 +31,7 @@ struct Conv2dOptions {
   int64_t stride = 1;
   int64_t padding = 0;
   bool bias = true;
+  ConvAlgorithm algorithm = ConvAlgorithm::automatic;
 };
 
 template <class T>
@@ -45,12 +51,20 @@ class Conv2d final : public Layer<T> {
   std::span<T> bias() { return bias_; }  // empty without bias
   int64_t fan_in() const { return options_.in_channels * kernel_area(); }
   int64_t fan_out() const { return options_.out_channels * kernel_area(); }
+  // Whether forward and backward run the direct kernels (else im2col + GEMM).
+  bool uses_direct() const { return direct_; }
 
  private:
   int64_t kernel_area() const { return options_.kernel_size * options_.kernel_size; }
 
+  void forward_direct(const Tensor<T>& x, Tensor<T>& y);
+  void backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx);
+
   Conv2dOptions options_;
+  bool direct_ = false;
   std::vector<T> weight_, bias_, grad_weight_, grad_bias_;
+  std::vector<T> flipped_weight_;  // direct backward to the input: w[co][ci] flipped, as [ci][co]
+  ThreadScratch<T> staged_, gradient_rows_;
   ThreadScratch<T> columns_, column_grads_, weight_partials_, bias_partials_, pads_;
   std::vector<T> batch_columns_;  // training: the last forward's columns, image by image
   const T* columns_of_ = nullptr; // the input those columns were built from

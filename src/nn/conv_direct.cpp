@@ -1,0 +1,254 @@
+#include "nn/conv_direct.h"
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+namespace bnorm::nn::direct_conv {
+
+namespace {
+
+// Built for AVX-512, AVX2 and baseline x86-64, picked at load time (GCC target_clones),
+// as the rest of the engine's loops; everything a clone calls is inlined into it.
+#define BNORM_DIRECT_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define BNORM_DIRECT_INLINE inline __attribute__((always_inline))
+
+// 8 values of T: one ymm (float) or zmm (double) register in the AVX-512 clone.
+typedef float Float8 __attribute__((vector_size(32)));
+typedef double Double8 __attribute__((vector_size(64)));
+template <class T>
+using Vec = std::conditional_t<std::is_same_v<T, float>, Float8, Double8>;
+
+// Out-parameters: a vector returned by value has a different ABI in each clone.
+template <class T>
+BNORM_DIRECT_INLINE void load(const T* p, Vec<T>& v) {
+  std::memcpy(&v, p, sizeof v);
+}
+template <class T>
+BNORM_DIRECT_INLINE void broadcast(T value, Vec<T>& v) {
+  v = Vec<T>{} + value;
+}
+// Lanes summed in lane order: the same bits whatever the clone.
+template <class T>
+BNORM_DIRECT_INLINE T lane_sum(const Vec<T>& v) {
+  T s = v[0];
+  for (int lane = 1; lane < kLanes; ++lane) s += v[lane];
+  return s;
+}
+
+// Calls f(std::integral_constant<int, n>) for 1 <= n <= N: a run-time tile size picks
+// a tile instantiated at compile time.
+template <int N, class F>
+BNORM_DIRECT_INLINE void with_count(int n, F&& f) {
+  [&]<int... Is>(std::integer_sequence<int, Is...>) __attribute__((always_inline)) {
+    ((n == Is + 1 ? (f(std::integral_constant<int, Is + 1>{}), true) : false) || ...);
+  }(std::make_integer_sequence<int, N>{});
+}
+
+// Splits `count` into ceil(count / most) blocks of nearly equal size (16 -> 8 + 8,
+// 6 -> 6, 20 -> 7 + 7 + 6) and calls f(first, size) for each.
+template <class F>
+BNORM_DIRECT_INLINE void balanced_blocks(int64_t count, int64_t most, F&& f) {
+  const int64_t blocks = (count + most - 1) / most;
+  int64_t first = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t size = count / blocks + (b < count % blocks ? 1 : 0);
+    f(first, static_cast<int>(size));
+    first += size;
+  }
+}
+
+// ---- forward ----------------------------------------------------------------------
+// Output vectors are numbered v = oh * vectors_per_row + c (8 columns from c * 8); a
+// tile is I consecutive vectors times J output channels, I * J accumulators, and each
+// of the Cin * k * k taps costs I loads, J broadcasts and I * J fused multiply-adds.
+constexpr int kForwardVectors = 3;   // I
+constexpr int kForwardChannels = 8;  // J at most: 24 accumulators of the 32 AVX-512 registers
+
+template <class T, int I, int J>
+BNORM_DIRECT_INLINE void forward_tile(const Geometry& g, const T* staged, const T* weight,
+                                      const T* bias, T* y, int64_t co0, int64_t v0) {
+  const int64_t per_row = g.vectors_per_row(), row = g.staged_row();
+  const int64_t plane = g.staged_height() * row, k = g.kernel;
+  const int64_t taps = g.in_channels * k * k, ho = g.out_height(), wo = g.out_width();
+  int64_t oh[I], col[I];
+  for (int i = 0; i < I; ++i) {
+    oh[i] = (v0 + i) / per_row;
+    col[i] = (v0 + i) % per_row * kLanes;
+  }
+  // Taps whose rows are all zero border for every vector of the tile are skipped
+  // (staged rows p .. p + H - 1 hold the image): the full correlation of the backward
+  // to the input reads a border of k - 1 - p rows.
+  const int64_t ki_begin = std::max<int64_t>(0, g.padding - oh[I - 1]);
+  const int64_t ki_end = std::min<int64_t>(k, g.padding + g.height - oh[0]);
+  Vec<T> acc[J][I];
+  for (int j = 0; j < J; ++j) {
+    Vec<T> b;
+    broadcast<T>(bias ? bias[co0 + j] : T(0), b);
+    for (int i = 0; i < I; ++i) acc[j][i] = b;
+  }
+  const T* w = weight + co0 * taps;
+  for (int64_t ci = 0; ci < g.in_channels; ++ci)
+    for (int64_t ki = ki_begin; ki < ki_end; ++ki)
+      for (int64_t kj = 0; kj < k; ++kj) {
+        const int64_t tap = (ci * k + ki) * k + kj;
+        Vec<T> xv[I];
+        for (int i = 0; i < I; ++i)
+          load<T>(staged + ci * plane + (oh[i] + ki) * row + col[i] + kj, xv[i]);
+        for (int j = 0; j < J; ++j) {
+          const T wj = w[j * taps + tap];
+          for (int i = 0; i < I; ++i) acc[j][i] += xv[i] * wj;
+        }
+      }
+  for (int j = 0; j < J; ++j)
+    for (int i = 0; i < I; ++i) {
+      const int64_t n = std::min<int64_t>(kLanes, wo - col[i]);
+      std::memcpy(y + ((co0 + j) * ho + oh[i]) * wo + col[i], &acc[j][i],
+                  static_cast<size_t>(n) * sizeof(T));
+    }
+}
+
+template <class T>
+BNORM_DIRECT_INLINE void forward_body(const Geometry& g, const T* staged, const T* weight,
+                                      const T* bias, T* y) {
+  const int64_t vectors = g.out_height() * g.vectors_per_row();
+  balanced_blocks(g.out_channels, kForwardChannels, [&](int64_t co0, int channels)
+                                                        __attribute__((always_inline)) {
+    with_count<kForwardChannels>(channels, [&](auto J) __attribute__((always_inline)) {
+      int64_t v = 0;
+      for (; v + kForwardVectors <= vectors; v += kForwardVectors)
+        forward_tile<T, kForwardVectors, J()>(g, staged, weight, bias, y, co0, v);
+      with_count<kForwardVectors - 1>(static_cast<int>(vectors - v), [&](auto I)
+                                                                          __attribute__((always_inline)) {
+        forward_tile<T, I(), J()>(g, staged, weight, bias, y, co0, v);
+      });
+    });
+  });
+}
+
+// ---- backward to the weight -------------------------------------------------------
+// For one (ci, ki), a tile is J output channels times Q consecutive taps kj0 .. kj0+Q-1:
+// J * Q accumulators over every output vector, then summed across lanes. A vector step
+// costs J loads of dy, Q loads of x and J * Q fused multiply-adds.
+constexpr int kWeightChannels = 4;  // J at most
+constexpr int kWeightTaps = 5;      // Q at most: 20 accumulators
+
+template <class T, int J, int Q>
+BNORM_DIRECT_INLINE void weight_tile(const Geometry& g, const T* staged, const T* dy,
+                                     int64_t dy_row, T* dweight, int64_t co0, int64_t ci,
+                                     int64_t ki, int64_t kj0) {
+  const int64_t per_row = g.vectors_per_row(), row = g.staged_row();
+  const int64_t plane = g.staged_height() * row, k = g.kernel, ho = g.out_height();
+  // Output rows whose input row oh + ki is border contribute nothing.
+  const int64_t oh_begin = std::max<int64_t>(0, g.padding - ki);
+  const int64_t oh_end = std::min<int64_t>(ho, g.padding + g.height - ki);
+  Vec<T> acc[J][Q];
+  for (int j = 0; j < J; ++j)
+    for (int q = 0; q < Q; ++q) broadcast<T>(T(0), acc[j][q]);
+  for (int64_t oh = oh_begin; oh < oh_end; ++oh) {
+    const T* x_row = staged + ci * plane + (oh + ki) * row + kj0;
+    for (int64_t c = 0; c < per_row; ++c) {
+      Vec<T> d[J];
+      for (int j = 0; j < J; ++j) load<T>(dy + ((co0 + j) * ho + oh) * dy_row + c * kLanes, d[j]);
+      for (int q = 0; q < Q; ++q) {
+        Vec<T> xv;
+        load<T>(x_row + c * kLanes + q, xv);
+        for (int j = 0; j < J; ++j) acc[j][q] += d[j] * xv;
+      }
+    }
+  }
+  for (int j = 0; j < J; ++j)
+    for (int q = 0; q < Q; ++q)
+      dweight[(((co0 + j) * g.in_channels + ci) * k + ki) * k + kj0 + q] += lane_sum<T>(acc[j][q]);
+}
+
+template <class T>
+BNORM_DIRECT_INLINE void backward_weight_body(const Geometry& g, const T* staged, const T* dy,
+                                              T* scratch, T* dweight) {
+  const int64_t wo = g.out_width(), ho = g.out_height(), dy_row = g.gradient_row();
+  const T* padded = dy;
+  if (dy_row != wo) {  // rows padded with zeros to whole vectors
+    for (int64_t r = 0; r < g.out_channels * ho; ++r) {
+      std::memcpy(scratch + r * dy_row, dy + r * wo, static_cast<size_t>(wo) * sizeof(T));
+      std::memset(static_cast<void*>(scratch + r * dy_row + wo), 0,
+                  static_cast<size_t>(dy_row - wo) * sizeof(T));
+    }
+    padded = scratch;
+  }
+  for (int64_t ci = 0; ci < g.in_channels; ++ci)
+    for (int64_t ki = 0; ki < g.kernel; ++ki)
+      balanced_blocks(g.out_channels, kWeightChannels, [&](int64_t co0, int channels)
+                                                           __attribute__((always_inline)) {
+        balanced_blocks(g.kernel, kWeightTaps, [&](int64_t kj0, int taps)
+                                                   __attribute__((always_inline)) {
+          with_count<kWeightChannels>(channels, [&](auto J) __attribute__((always_inline)) {
+            with_count<kWeightTaps>(taps, [&](auto Q) __attribute__((always_inline)) {
+              weight_tile<T, J(), Q()>(g, staged, padded, dy_row, dweight, co0, ci, ki, kj0);
+            });
+          });
+        });
+      });
+}
+
+BNORM_DIRECT_CLONES void forward_clones(const Geometry& g, const float* staged,
+                                        const float* weight, const float* bias, float* y) {
+  forward_body(g, staged, weight, bias, y);
+}
+BNORM_DIRECT_CLONES void forward_clones(const Geometry& g, const double* staged,
+                                        const double* weight, const double* bias, double* y) {
+  forward_body(g, staged, weight, bias, y);
+}
+BNORM_DIRECT_CLONES void backward_weight_clones(const Geometry& g, const float* staged,
+                                                const float* dy, float* scratch, float* dweight) {
+  backward_weight_body(g, staged, dy, scratch, dweight);
+}
+BNORM_DIRECT_CLONES void backward_weight_clones(const Geometry& g, const double* staged,
+                                                const double* dy, double* scratch,
+                                                double* dweight) {
+  backward_weight_body(g, staged, dy, scratch, dweight);
+}
+
+}  // namespace
+
+template <class T>
+void stage_input(const Geometry& g, const T* x, T* staged) {
+  const int64_t row = g.staged_row(), plane = g.staged_height() * row;
+  std::memset(static_cast<void*>(staged), 0, g.staged_size() * sizeof(T));
+  for (int64_t c = 0; c < g.in_channels; ++c)
+    for (int64_t h = 0; h < g.height; ++h)
+      std::memcpy(staged + c * plane + (h + g.padding) * row + g.padding,
+                  x + (c * g.height + h) * g.width, static_cast<size_t>(g.width) * sizeof(T));
+}
+
+template <class T>
+void forward(const Geometry& g, const T* staged, const T* weight, const T* bias, T* y) {
+  forward_clones(g, staged, weight, bias, y);
+}
+
+template <class T>
+void backward_weight(const Geometry& g, const T* staged, const T* dy, T* gradient_scratch,
+                     T* dweight) {
+  backward_weight_clones(g, staged, dy, gradient_scratch, dweight);
+}
+
+template <class T>
+void flip_weight(const Geometry& g, const T* weight, T* flipped) {
+  const int64_t k = g.kernel, kk = k * k;
+  for (int64_t co = 0; co < g.out_channels; ++co)
+    for (int64_t ci = 0; ci < g.in_channels; ++ci)
+      for (int64_t t = 0; t < kk; ++t)
+        flipped[(ci * g.out_channels + co) * kk + (kk - 1 - t)] = weight[(co * g.in_channels + ci) * kk + t];
+}
+
+#define BNORM_DIRECT_INSTANTIATE(T)                                                          \
+  template void stage_input<T>(const Geometry&, const T*, T*);                              \
+  template void forward<T>(const Geometry&, const T*, const T*, const T*, T*);              \
+  template void backward_weight<T>(const Geometry&, const T*, const T*, T*, T*);            \
+  template void flip_weight<T>(const Geometry&, const T*, T*);
+BNORM_DIRECT_INSTANTIATE(float)
+BNORM_DIRECT_INSTANTIATE(double)
+#undef BNORM_DIRECT_INSTANTIATE
+
+}  // namespace bnorm::nn::direct_conv

@@ -1,0 +1,75 @@
+// Direct stride-1 convolution of one image, for layers with few channels (LeNet's
+// 1 -> 6 and 6 -> 16, 5x5), where im2col + one small GEMM per image spends more time
+// copying and calling than multiplying. Every kernel keeps a tile of results in vector
+// registers, 8 output columns per vector, and reads its operands from L1.
+//
+//   x: (Cin, H, W)   weight: (Cout, Cin, k, k)   y: (Cout, Ho, Wo)   Ho = H + 2p - k + 1
+//   forward:          y[co][oh][ow]  = b[co] + sum_{ci,ki,kj} w[co][ci][ki][kj] * xp[ci][oh+ki][ow+kj]
+//   backward_weight:  dw[co][ci][ki][kj] += sum_{oh,ow} dy[co][oh][ow] * xp[ci][oh+ki][ow+kj]
+//   backward input:   dx = forward(dy zero-padded by k-1-p, w flipped: w'[ci][co][ki][kj] =
+//                     w[co][ci][k-1-ki][k-1-kj]), i.e. the full correlation, for p <= k-1
+// xp is x with a zero border of p ("staged": copied into a buffer whose rows are long
+// enough for the last vector of a row to read without a bounds check).
+//
+// The reference twin is the im2col + GEMM path in conv2d.cpp (and the plain loops in
+// tests/cpp/nn/test_layers.cpp); tests run both on odd widths around the vector width.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace bnorm::nn::direct_conv {
+
+constexpr int64_t kLanes = 8;  // output columns per vector
+
+struct Geometry {
+  int64_t in_channels, height, width;  // the input image
+  int64_t out_channels, kernel, padding;
+
+  int64_t out_height() const { return height + 2 * padding - kernel + 1; }
+  int64_t out_width() const { return width + 2 * padding - kernel + 1; }
+  int64_t vectors_per_row() const { return (out_width() + kLanes - 1) / kLanes; }
+  // The staged input: (Cin, H + 2p, staged_row()), the image at (p, p), zeros around it;
+  // a row is long enough for every vector's k taps: vectors_per_row() * 8 + k - 1 >= W + 2p.
+  int64_t staged_height() const { return height + 2 * padding; }
+  int64_t staged_row() const { return vectors_per_row() * kLanes + kernel - 1; }
+  size_t staged_size() const {
+    return static_cast<size_t>(in_channels * staged_height() * staged_row());
+  }
+  // dy with its rows padded to whole vectors (zeros past Wo), for backward_weight.
+  int64_t gradient_row() const { return vectors_per_row() * kLanes; }
+  size_t gradient_size() const {
+    return static_cast<size_t>(out_channels * out_height() * gradient_row());
+  }
+  // The geometry whose forward is this one's backward to the input (needs p <= k - 1).
+  Geometry transposed() const {
+    return {out_channels, out_height(), out_width(), in_channels, kernel, kernel - 1 - padding};
+  }
+};
+
+// Whether the direct kernels serve a layer: stride 1 and a padding the backward's
+// full correlation can express.
+inline bool supports(int64_t stride, int64_t kernel, int64_t padding) {
+  return stride == 1 && padding <= kernel - 1;
+}
+
+// staged = x with its zero border (g.staged_size() values).
+template <class T>
+void stage_input(const Geometry& g, const T* x, T* staged);
+
+// y (Cout, Ho, Wo) from the staged input; bias may be null.
+template <class T>
+void forward(const Geometry& g, const T* staged, const T* weight, const T* bias, T* y);
+
+// dweight (Cout, Cin, k, k) += this image's weight gradient. dy is (Cout, Ho, Wo);
+// `gradient_scratch` (g.gradient_size() values) holds it with padded rows when Wo is
+// not a whole number of vectors.
+template <class T>
+void backward_weight(const Geometry& g, const T* staged, const T* dy, T* gradient_scratch,
+                     T* dweight);
+
+// w'[ci][co][ki][kj] = w[co][ci][k-1-ki][k-1-kj]: the weight of the transposed geometry.
+template <class T>
+void flip_weight(const Geometry& g, const T* weight, T* flipped);
+
+}  // namespace bnorm::nn::direct_conv
