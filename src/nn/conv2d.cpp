@@ -274,7 +274,7 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
   pads_.prepare(static_cast<size_t>((g.height + 2 * g.padding) * (g.width + 2 * g.padding)));
   if (dx) column_grads_.prepare(static_cast<size_t>(col_size));
   weight_partials_.prepare(weight_.size());
-  bias_partials_.prepare(static_cast<size_t>(cout));
+  bias_partials_.prepare(static_cast<size_t>(cout) * direct_conv::kLanes);
   weight_partials_.zero_all();  // every slot: the team may be smaller than the last one
   bias_partials_.zero_all();
   const T* w = weight_.data();
@@ -294,11 +294,7 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
       else
         im2col(g, xn, scratch, pads_.get(t));
       gemm<T>(false, true, cout, krows, area, T(1), dyn, area, col, area, T(1), dw, krows);
-      for (int64_t c = 0; c < cout; ++c) {
-        T s = T(0);
-        for (int64_t i = 0; i < area; ++i) s += dyn[c * area + i];
-        db[c] += s;
-      }
+      direct_conv::backward_bias(cout, area, 1, dyn, db);
       if (dx) {
         T* dcol = column_grads_.get(t);
         gemm<T>(true, false, krows, area, cout, T(1), w, krows, dyn, area, T(0), dcol, area);
@@ -306,8 +302,7 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
       }
     }
   }
-  weight_partials_.sum_into(grad_weight_.data(), grad_weight_.size());
-  if (!bias_.empty()) bias_partials_.sum_into(grad_bias_.data(), grad_bias_.size());
+  sum_partials(1, direct_conv::kLanes);
 }
 
 template <class T>
@@ -323,6 +318,7 @@ void Conv2d<T>::forward_direct(const Tensor<T>& x, Tensor<T>& y) {
 #pragma omp parallel
   {
     T* staged = staged_.get(omp_get_thread_num());
+    direct_conv::clear_staged(g, staged);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < n_images; ++n) {
       direct_conv::stage_input(g, x.data() + n * in_size, staged);
@@ -331,19 +327,22 @@ void Conv2d<T>::forward_direct(const Tensor<T>& x, Tensor<T>& y) {
   }
 }
 
-// Per image: dw += the direct weight gradient, db += row sums of dy, and
-// dx = the forward of the transposed geometry over dy with the flipped weight.
+// Per group of images (direct_conv::kWeightGroup): dw += the direct weight gradient;
+// per image: db += row sums of dy, dx = the forward of the transposed geometry over dy
+// with the flipped weight. Groups go to threads statically, partials summed in thread order.
 template <class T>
 void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
   const direct_conv::Geometry g{x.dim(1), x.dim(2), x.dim(3), options_.out_channels,
                                 options_.kernel_size, options_.padding};
   const direct_conv::Geometry gt = g.transposed();
-  const int64_t n_images = x.dim(0), cout = options_.out_channels;
+  const int64_t n_images = x.dim(0), cout = options_.out_channels, group = direct_conv::kWeightGroup;
   const int64_t in_size = g.in_channels * g.height * g.width, area = g.out_height() * g.out_width();
-  staged_.prepare(std::max(g.staged_size(), dx ? gt.staged_size() : size_t{0}));
-  gradient_rows_.prepare(g.gradient_size());
-  weight_partials_.prepare(weight_.size());
-  bias_partials_.prepare(static_cast<size_t>(cout));
+  const int64_t groups = (n_images + group - 1) / group;
+  staged_.prepare(g.staged_size() * static_cast<size_t>(group));
+  if (dx) staged_gradient_.prepare(gt.staged_size());
+  gradient_rows_.prepare(g.gradient_size() * static_cast<size_t>(group));
+  weight_partials_.prepare(weight_.size() * direct_conv::kLanes);
+  bias_partials_.prepare(static_cast<size_t>(cout) * direct_conv::kLanes);
   weight_partials_.zero_all();
   bias_partials_.zero_all();
   if (dx) direct_conv::flip_weight(g, weight_.data(), flipped_weight_.data());
@@ -352,27 +351,48 @@ void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<
   {
     const int t = omp_get_thread_num();
     T* staged = staged_.get(t);
+    T* staged_gradient = dx ? staged_gradient_.get(t) : nullptr;
+    for (int64_t i = 0; i < group; ++i)
+      direct_conv::clear_staged(g, staged + i * static_cast<int64_t>(g.staged_size()));
+    if (dx) direct_conv::clear_staged(gt, staged_gradient);
     T* dw = weight_partials_.get(t);
     T* db = bias_partials_.get(t);
 #pragma omp for schedule(static)
-    for (int64_t n = 0; n < n_images; ++n) {
-      const T* dyn = dy.data() + n * cout * area;
-      direct_conv::stage_input(g, x.data() + n * in_size, staged);
-      direct_conv::backward_weight(g, staged, dyn, gradient_rows_.get(t), dw);
-      for (int64_t c = 0; c < cout; ++c) {
-        T s = T(0);
-        for (int64_t i = 0; i < area; ++i) s += dyn[c * area + i];
-        db[c] += s;
-      }
-      if (dx) {
-        direct_conv::stage_input(gt, dyn, staged);
-        direct_conv::forward(gt, staged, flipped, static_cast<const T*>(nullptr),
-                             dx->data() + n * in_size);
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const int64_t n0 = gi * group, images = std::min(group, n_images - n0);
+      for (int64_t i = 0; i < images; ++i)
+        direct_conv::stage_input(g, x.data() + (n0 + i) * in_size,
+                                 staged + i * static_cast<int64_t>(g.staged_size()));
+      direct_conv::backward_weight(g, images, staged, dy.data() + n0 * cout * area,
+                                   gradient_rows_.get(t), dw);
+      direct_conv::backward_bias(cout, area, images, dy.data() + n0 * cout * area, db);
+      for (int64_t n = n0; n < n0 + images; ++n) {
+        const T* dyn = dy.data() + n * cout * area;
+        if (dx) {
+          direct_conv::stage_input(gt, dyn, staged_gradient);
+          direct_conv::forward(gt, staged_gradient, flipped, static_cast<const T*>(nullptr),
+                               dx->data() + n * in_size);
+        }
       }
     }
   }
-  weight_partials_.sum_into(grad_weight_.data(), grad_weight_.size());
-  if (!bias_.empty()) bias_partials_.sum_into(grad_bias_.data(), grad_bias_.size());
+  sum_partials(direct_conv::kLanes, direct_conv::kLanes);
+}
+
+// grad_weight and grad_bias from the threads' partials, summed in thread order, each
+// value still spread over `weight_lanes` or `bias_lanes` lanes (1: already whole).
+template <class T>
+void Conv2d<T>::sum_partials(int64_t weight_lanes, int64_t bias_lanes) {
+  const auto w = weight_.size() * static_cast<size_t>(weight_lanes);
+  const auto b = bias_.size() * static_cast<size_t>(bias_lanes);
+  partial_sums_.resize(std::max(w, b));
+  weight_partials_.sum_into(partial_sums_.data(), w);
+  direct_conv::sum_lanes(static_cast<int64_t>(weight_.size()), weight_lanes,
+                         partial_sums_.data(), grad_weight_.data());
+  if (bias_.empty()) return;
+  bias_partials_.sum_into(partial_sums_.data(), b);
+  direct_conv::sum_lanes(static_cast<int64_t>(bias_.size()), bias_lanes, partial_sums_.data(),
+                         grad_bias_.data());
 }
 
 template <class T>

@@ -64,7 +64,9 @@ class Conv2d final : public Layer<T> {
   bool direct_ = false;
   std::vector<T> weight_, bias_, grad_weight_, grad_bias_;
   std::vector<T> flipped_weight_;  // direct backward to the input: w[co][ci] flipped, as [ci][co]
-  ThreadScratch<T> staged_, gradient_rows_;
+  ThreadScratch<T> staged_, staged_gradient_, gradient_rows_;
+  std::vector<T> partial_sums_;  // the threads' partials summed, before their lanes are
+  void sum_partials(int64_t weight_lanes, int64_t bias_lanes);
   ThreadScratch<T> columns_, column_grads_, weight_partials_, bias_partials_, pads_;
   std::vector<T> batch_columns_;  // training: the last forward's columns, image by image
   const T* columns_of_ = nullptr; // the input those columns were built from

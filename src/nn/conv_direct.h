@@ -53,7 +53,12 @@ inline bool supports(int64_t stride, int64_t kernel, int64_t padding) {
   return stride == 1 && padding <= kernel - 1;
 }
 
-// staged = x with its zero border (g.staged_size() values).
+// Zeroes a staged buffer (g.staged_size() values): once per batch, since stage_input
+// writes only the image and the border stays zero from image to image.
+template <class T>
+void clear_staged(const Geometry& g, T* staged);
+
+// Copies the image x into a cleared staged buffer, inside its border.
 template <class T>
 void stage_input(const Geometry& g, const T* x, T* staged);
 
@@ -61,12 +66,24 @@ void stage_input(const Geometry& g, const T* x, T* staged);
 template <class T>
 void forward(const Geometry& g, const T* staged, const T* weight, const T* bias, T* y);
 
-// dweight (Cout, Cin, k, k) += this image's weight gradient. dy is (Cout, Ho, Wo);
-// `gradient_scratch` (g.gradient_size() values) holds it with padded rows when Wo is
-// not a whole number of vectors.
+// dweight_lanes (Cout, Cin, k, k, 8) += the weight gradient of `images` consecutive
+// images, still spread over the 8 lanes of the vectors that summed it (sum_lanes finishes
+// it once per batch). staged: the images' staged inputs, g.staged_size() values apart;
+// dy: (images, Cout, Ho, Wo). `gradient_scratch` (images * g.gradient_size() values)
+// holds dy with padded rows when Wo is not a whole number of vectors.
+constexpr int64_t kWeightGroup = 8;  // images per call that keep the kernel's tiles busy
 template <class T>
-void backward_weight(const Geometry& g, const T* staged, const T* dy, T* gradient_scratch,
-                     T* dweight);
+void backward_weight(const Geometry& g, int64_t images, const T* staged, const T* dy,
+                     T* gradient_scratch, T* dweight_lanes);
+
+// dbias_lanes (C, 8) += the bias gradient of dy (images, C, area): each channel's values
+// summed in 8 lanes (any stride and layout of the convolution; sum_lanes finishes it).
+template <class T>
+void backward_bias(int64_t channels, int64_t area, int64_t images, const T* dy, T* dbias_lanes);
+
+// out[i] = sum of values[i][0 .. lanes - 1], in lane order, for i < count.
+template <class T>
+void sum_lanes(int64_t count, int64_t lanes, const T* values, T* out);
 
 // w'[ci][co][ki][kj] = w[co][ci][k-1-ki][k-1-kj]: the weight of the transposed geometry.
 template <class T>
