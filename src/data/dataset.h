@@ -6,13 +6,16 @@
 #include <vector>
 
 #include "data/idx.h"
+#include "data/large_pages.h"
 
 namespace bnorm::data {
 
 struct ImageDataset {
   int64_t count = 0, channels = 1, rows = 0, cols = 0;
   int num_classes = 10;
-  std::vector<float> images;    // count x channels x rows x cols, pixel / 255.0f in [0, 1]
+  // count x channels x rows x cols, pixel / 255.0f in [0, 1]; in 2 MiB pages (a batch's
+  // images are gathered from random places)
+  std::vector<float, LargePageAllocator<float>> images;
   std::vector<int32_t> labels;  // count values in [0, num_classes)
   int64_t image_size() const { return channels * rows * cols; }
 };

@@ -243,7 +243,8 @@ TEST(TruncateTest, ToOne) {
   ImageDataset data = counting_set(7);
   truncate(data, 1);
   EXPECT_EQ(data.count, 1);
-  EXPECT_EQ(data.images, (std::vector<float>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(std::vector<float>(data.images.begin(), data.images.end()),
+            (std::vector<float>{0, 1, 2, 3, 4, 5}));
   EXPECT_EQ(data.labels, (std::vector<int32_t>{0}));
 }
 
@@ -281,3 +282,22 @@ TEST(FashionMnistTest, LoadsTheRealFiles) {
 
 }  // namespace
 }  // namespace bnorm::data
+
+// ---- the data set's memory ----------------------------------------------------------
+
+TEST(LargePageAllocatorTest, BigBlocksAreAlignedToLargePagesAndHoldTheirValues) {
+  using bnorm::data::LargePageAllocator;
+  using bnorm::data::kLargePage;
+  // 3 MiB of floats: past the threshold, so 2 MiB-aligned (and advised to the kernel).
+  std::vector<float, LargePageAllocator<float>> big(size_t{3} << 18);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data()) % kLargePage, 0u);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i);
+  big.resize(big.size() * 2);  // reallocation copies into another large block
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data()) % kLargePage, 0u);
+  for (size_t i = 0; i < (size_t{3} << 18); ++i) ASSERT_EQ(big[i], static_cast<float>(i)) << i;
+  std::vector<float, LargePageAllocator<float>> small(100, 1.5f);  // ordinary memory
+  EXPECT_EQ(small[99], 1.5f);
+  small.clear();
+  small.shrink_to_fit();
+  EXPECT_EQ(small.capacity(), 0u);
+}
