@@ -247,7 +247,7 @@ void Conv2d<T>::forward(const Tensor<T>& x, Tensor<T>& y) {
 #pragma omp parallel
   {
     T* scratch = keep ? nullptr : columns_.get(omp_get_thread_num());
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t n = 0; n < n_images; ++n) {
       T* col = keep ? batch_columns_.data() + n * col_size : scratch;
       im2col(g, x.data() + n * g.channels * g.height * g.width, col, pads_.get(omp_get_thread_num()));
@@ -284,7 +284,7 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
     T* scratch = kept ? nullptr : columns_.get(t);
     T* dw = weight_partials_.get(t);
     T* db = bias_partials_.get(t);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t n = 0; n < n_images; ++n) {
       const T* xn = x.data() + n * g.channels * g.height * g.width;
       const T* dyn = dy.data() + n * cout * area;
@@ -319,7 +319,7 @@ void Conv2d<T>::forward_direct(const Tensor<T>& x, Tensor<T>& y) {
   {
     T* staged = staged_.get(omp_get_thread_num());
     direct_conv::clear_staged(g, staged);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t n = 0; n < n_images; ++n) {
       direct_conv::stage_input(g, x.data() + n * in_size, staged);
       direct_conv::forward(g, staged, w, b, y.data() + n * out_size);
@@ -357,7 +357,7 @@ void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<
     if (dx) direct_conv::clear_staged(gt, staged_gradient);
     T* dw = weight_partials_.get(t);
     T* db = bias_partials_.get(t);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t n0 = gi * group, images = std::min(group, n_images - n0);
       for (int64_t i = 0; i < images; ++i)
