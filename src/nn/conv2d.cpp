@@ -327,9 +327,11 @@ void Conv2d<T>::forward_direct(const Tensor<T>& x, Tensor<T>& y) {
   }
 }
 
-// Per group of images (direct_conv::kWeightGroup): dw += the direct weight gradient;
-// per image: db += row sums of dy, dx = the forward of the transposed geometry over dy
-// with the flipped weight. Groups go to threads statically, partials summed in thread order.
+// Per group of images (direct_conv::kWeightGroup): the group's weight and bias
+// gradients, still in lanes, into the group's own slot; per image: dx = the forward of
+// the transposed geometry over dy with the flipped weight. The slots are then summed in
+// group order, so the gradients do not depend on how the groups were shared out: the
+// same bits for any thread count.
 template <class T>
 void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
   const direct_conv::Geometry g{x.dim(1), x.dim(2), x.dim(3), options_.out_channels,
@@ -338,15 +340,15 @@ void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<
   const int64_t n_images = x.dim(0), cout = options_.out_channels, group = direct_conv::kWeightGroup;
   const int64_t in_size = g.in_channels * g.height * g.width, area = g.out_height() * g.out_width();
   const int64_t groups = (n_images + group - 1) / group;
+  const int64_t weight_lanes = static_cast<int64_t>(weight_.size()) * direct_conv::kLanes;
+  const int64_t slot = weight_lanes + cout * direct_conv::kLanes;  // weight lanes, bias lanes
   staged_.prepare(g.staged_size() * static_cast<size_t>(group));
   if (dx) staged_gradient_.prepare(gt.staged_size());
   gradient_rows_.prepare(g.gradient_size() * static_cast<size_t>(group));
-  weight_partials_.prepare(weight_.size() * direct_conv::kLanes);
-  bias_partials_.prepare(static_cast<size_t>(cout) * direct_conv::kLanes);
-  weight_partials_.zero_all();
-  bias_partials_.zero_all();
+  group_slots_.resize(static_cast<size_t>(groups * slot));
   if (dx) direct_conv::flip_weight(g, weight_.data(), flipped_weight_.data());
   const T* flipped = flipped_weight_.data();
+  T* slots = group_slots_.data();
 #pragma omp parallel
   {
     const int t = omp_get_thread_num();
@@ -355,28 +357,38 @@ void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<
     for (int64_t i = 0; i < group; ++i)
       direct_conv::clear_staged(g, staged + i * static_cast<int64_t>(g.staged_size()));
     if (dx) direct_conv::clear_staged(gt, staged_gradient);
-    T* dw = weight_partials_.get(t);
-    T* db = bias_partials_.get(t);
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(static)
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t n0 = gi * group, images = std::min(group, n_images - n0);
       for (int64_t i = 0; i < images; ++i)
         direct_conv::stage_input(g, x.data() + (n0 + i) * in_size,
                                  staged + i * static_cast<int64_t>(g.staged_size()));
+      T* group_slot = slots + gi * slot;
       direct_conv::backward_weight(g, images, staged, dy.data() + n0 * cout * area,
-                                   gradient_rows_.get(t), dw);
-      direct_conv::backward_bias(cout, area, images, dy.data() + n0 * cout * area, db);
-      for (int64_t n = n0; n < n0 + images; ++n) {
-        const T* dyn = dy.data() + n * cout * area;
-        if (dx) {
-          direct_conv::stage_input(gt, dyn, staged_gradient);
-          direct_conv::forward(gt, staged_gradient, flipped, static_cast<const T*>(nullptr),
-                               dx->data() + n * in_size);
-        }
+                                   gradient_rows_.get(t), group_slot);
+      std::fill(group_slot + weight_lanes, group_slot + slot, T(0));
+      direct_conv::backward_bias(cout, area, images, dy.data() + n0 * cout * area,
+                                 group_slot + weight_lanes);
+      for (int64_t n = n0; n < n0 + images && dx; ++n) {
+        direct_conv::stage_input(gt, dy.data() + n * cout * area, staged_gradient);
+        direct_conv::forward(gt, staged_gradient, flipped, static_cast<const T*>(nullptr),
+                             dx->data() + n * in_size);
       }
     }
+    // Every value's sum over the groups, in group order, then over its lanes.
+#pragma omp for schedule(static) nowait
+    for (int64_t v = 0; v < slot / direct_conv::kLanes; ++v) {
+      T lanes[direct_conv::kLanes];
+      for (int64_t l = 0; l < direct_conv::kLanes; ++l) lanes[l] = slots[v * direct_conv::kLanes + l];
+      for (int64_t gi = 1; gi < groups; ++gi)
+        for (int64_t l = 0; l < direct_conv::kLanes; ++l)
+          lanes[l] += slots[gi * slot + v * direct_conv::kLanes + l];
+      T* out = v < static_cast<int64_t>(weight_.size())
+                   ? grad_weight_.data() + v
+                   : (bias_.empty() ? nullptr : grad_bias_.data() + (v - static_cast<int64_t>(weight_.size())));
+      if (out) direct_conv::sum_lanes(1, direct_conv::kLanes, lanes, out);
+    }
   }
-  sum_partials(direct_conv::kLanes, direct_conv::kLanes);
 }
 
 // grad_weight and grad_bias from the threads' partials, summed in thread order, each

@@ -66,6 +66,7 @@ class Conv2d final : public Layer<T> {
   std::vector<T> flipped_weight_;  // direct backward to the input: w[co][ci] flipped, as [ci][co]
   ThreadScratch<T> staged_, staged_gradient_, gradient_rows_;
   std::vector<T> partial_sums_;  // the threads' partials summed, before their lanes are
+  std::vector<T> group_slots_;   // direct: each image group's weight and bias gradient lanes
   void sum_partials(int64_t weight_lanes, int64_t bias_lanes);
   ThreadScratch<T> columns_, column_grads_, weight_partials_, bias_partials_, pads_;
   std::vector<T> batch_columns_;  // training: the last forward's columns, image by image

@@ -66,9 +66,9 @@ void stage_input(const Geometry& g, const T* x, T* staged);
 template <class T>
 void forward(const Geometry& g, const T* staged, const T* weight, const T* bias, T* y);
 
-// dweight_lanes (Cout, Cin, k, k, 8) += the weight gradient of `images` consecutive
+// dweight_lanes (Cout, Cin, k, k, 8) = the weight gradient of `images` consecutive
 // images, still spread over the 8 lanes of the vectors that summed it (sum_lanes finishes
-// it once per batch). staged: the images' staged inputs, g.staged_size() values apart;
+// it). staged: the images' staged inputs, g.staged_size() values apart;
 // dy: (images, Cout, Ho, Wo). `gradient_scratch` (images * g.gradient_size() values)
 // holds dy with padded rows when Wo is not a whole number of vectors.
 constexpr int64_t kWeightGroup = 8;  // images per call that keep the kernel's tiles busy
