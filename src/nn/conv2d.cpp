@@ -176,17 +176,15 @@ Conv2d<T>::Conv2d(const Conv2dOptions& options) : options_(options) {
   if (options.kernel_size < 1) throw std::invalid_argument("Conv2d: kernel_size must be at least 1");
   if (options.stride < 1) throw std::invalid_argument("Conv2d: stride must be at least 1");
   if (options.padding < 0) throw std::invalid_argument("Conv2d: padding must be at least 0");
-  const bool direct_possible =
-      direct_conv::supports(options.stride, options.kernel_size, options.padding);
+  const bool direct_possible = direct_conv::supports(options.stride, options.kernel_size);
   if (options.algorithm == ConvAlgorithm::direct && !direct_possible)
-    throw std::invalid_argument(
-        "Conv2d: algorithm=direct needs stride 1 and padding <= kernel_size - 1");
+    throw std::invalid_argument("Conv2d: algorithm=direct needs stride 1 and kernel_size <= " +
+                                std::to_string(direct_conv::kMaxKernel));
   direct_ = options.algorithm == ConvAlgorithm::direct ||
             (options.algorithm == ConvAlgorithm::automatic && direct_possible &&
              prefers_direct(options));
   load_blas();  // now, not first inside a parallel region (a load failure must throw here)
   const auto weights = static_cast<size_t>(options.out_channels * fan_in());
-  if (direct_) flipped_weight_.assign(weights, T(0));
   weight_.assign(weights, T(0));
   grad_weight_.assign(weights, T(0));
   if (options.bias) {
@@ -328,35 +326,31 @@ void Conv2d<T>::forward_direct(const Tensor<T>& x, Tensor<T>& y) {
 }
 
 // Per group of images (direct_conv::kWeightGroup): the group's weight and bias
-// gradients, still in lanes, into the group's own slot; per image: dx = the forward of
-// the transposed geometry over dy with the flipped weight. The slots are then summed in
-// group order, so the gradients do not depend on how the groups were shared out: the
-// same bits for any thread count.
+// gradients, still in lanes, into the group's own slot; per image: dx. The slots are then
+// summed in group order, so the gradients do not depend on how the groups were shared
+// out: the same bits for any thread count.
 template <class T>
 void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<T>* dx) {
   const direct_conv::Geometry g{x.dim(1), x.dim(2), x.dim(3), options_.out_channels,
                                 options_.kernel_size, options_.padding};
-  const direct_conv::Geometry gt = g.transposed();
   const int64_t n_images = x.dim(0), cout = options_.out_channels, group = direct_conv::kWeightGroup;
   const int64_t in_size = g.in_channels * g.height * g.width, area = g.out_height() * g.out_width();
   const int64_t groups = (n_images + group - 1) / group;
   const int64_t weight_lanes = static_cast<int64_t>(weight_.size()) * direct_conv::kLanes;
   const int64_t slot = weight_lanes + cout * direct_conv::kLanes;  // weight lanes, bias lanes
   staged_.prepare(g.staged_size() * static_cast<size_t>(group));
-  if (dx) staged_gradient_.prepare(gt.staged_size());
+  if (dx) input_gradient_.prepare(g.input_gradient_size());
   gradient_rows_.prepare(g.gradient_size() * static_cast<size_t>(group));
   group_slots_.resize(static_cast<size_t>(groups * slot));
-  if (dx) direct_conv::flip_weight(g, weight_.data(), flipped_weight_.data());
-  const T* flipped = flipped_weight_.data();
+  const T* w = weight_.data();
   T* slots = group_slots_.data();
 #pragma omp parallel
   {
     const int t = omp_get_thread_num();
     T* staged = staged_.get(t);
-    T* staged_gradient = dx ? staged_gradient_.get(t) : nullptr;
+    T* accumulator = dx ? input_gradient_.get(t) : nullptr;
     for (int64_t i = 0; i < group; ++i)
       direct_conv::clear_staged(g, staged + i * static_cast<int64_t>(g.staged_size()));
-    if (dx) direct_conv::clear_staged(gt, staged_gradient);
 #pragma omp for schedule(static)
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t n0 = gi * group, images = std::min(group, n_images - n0);
@@ -369,11 +363,9 @@ void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<
       std::fill(group_slot + weight_lanes, group_slot + slot, T(0));
       direct_conv::backward_bias(cout, area, images, dy.data() + n0 * cout * area,
                                  group_slot + weight_lanes);
-      for (int64_t n = n0; n < n0 + images && dx; ++n) {
-        direct_conv::stage_input(gt, dy.data() + n * cout * area, staged_gradient);
-        direct_conv::forward(gt, staged_gradient, flipped, static_cast<const T*>(nullptr),
-                             dx->data() + n * in_size);
-      }
+      for (int64_t n = n0; n < n0 + images && dx; ++n)
+        direct_conv::backward_input(g, dy.data() + n * cout * area, gradient_rows_.get(t), w,
+                                    accumulator, dx->data() + n * in_size);
     }
     // Every value's sum over the groups, in group order, then over its lanes.
 #pragma omp for schedule(static) nowait

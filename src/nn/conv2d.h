@@ -20,7 +20,7 @@
 namespace bnorm::nn {
 
 // How a layer computes: `automatic` picks the direct kernels where they apply and are
-// faster (stride 1, padding <= k - 1, few channels: see Conv2d::uses_direct); tests and
+// faster (stride 1, kernel <= 9, few channels: see Conv2d::uses_direct); tests and
 // benchmarks force one or the other.
 enum class ConvAlgorithm { automatic, direct, gemm };
 
@@ -63,8 +63,7 @@ class Conv2d final : public Layer<T> {
   Conv2dOptions options_;
   bool direct_ = false;
   std::vector<T> weight_, bias_, grad_weight_, grad_bias_;
-  std::vector<T> flipped_weight_;  // direct backward to the input: w[co][ci] flipped, as [ci][co]
-  ThreadScratch<T> staged_, staged_gradient_, gradient_rows_;
+  ThreadScratch<T> staged_, input_gradient_, gradient_rows_;
   std::vector<T> partial_sums_;  // the threads' partials summed, before their lanes are
   std::vector<T> group_slots_;   // direct: each image group's weight and bias gradient lanes
   void sum_partials(int64_t weight_lanes, int64_t bias_lanes);

@@ -5,14 +5,15 @@
 //
 //   x: (Cin, H, W)   weight: (Cout, Cin, k, k)   y: (Cout, Ho, Wo)   Ho = H + 2p - k + 1
 //   forward:          y[co][oh][ow]  = b[co] + sum_{ci,ki,kj} w[co][ci][ki][kj] * xp[ci][oh+ki][ow+kj]
-//   backward_weight:  dw[co][ci][ki][kj] += sum_{oh,ow} dy[co][oh][ow] * xp[ci][oh+ki][ow+kj]
-//   backward input:   dx = forward(dy zero-padded by k-1-p, w flipped: w'[ci][co][ki][kj] =
-//                     w[co][ci][k-1-ki][k-1-kj]), i.e. the full correlation, for p <= k-1
+//   backward_weight:  dw[co][ci][ki][kj] = sum_{oh,ow} dy[co][oh][ow] * xp[ci][oh+ki][ow+kj]
+//   backward_input:   dxp[ci][oh+ki][ow+kj] += w[co][ci][ki][kj] * dy[co][oh][ow] (scatter), dx
+//                     the interior of dxp
+//   backward_bias:    db[co] = sum_{oh,ow} dy[co][oh][ow]
 // xp is x with a zero border of p ("staged": copied into a buffer whose rows are long
 // enough for the last vector of a row to read without a bounds check).
 //
 // The reference twin is the im2col + GEMM path in conv2d.cpp (and the plain loops in
-// tests/cpp/nn/test_layers.cpp); tests run both on odd widths around the vector width.
+// tests/cpp/nn/test_conv_direct.cpp); tests run both on odd widths around the vector width.
 #pragma once
 
 #include <cstddef>
@@ -41,17 +42,19 @@ struct Geometry {
   size_t gradient_size() const {
     return static_cast<size_t>(out_channels * out_height() * gradient_row());
   }
-  // The geometry whose forward is this one's backward to the input (needs p <= k - 1).
-  Geometry transposed() const {
-    return {out_channels, out_height(), out_width(), in_channels, kernel, kernel - 1 - padding};
+  // backward_input's accumulator: laid out as the staged input, rows of whole vectors
+  // plus the 8 a shifted vector spills into.
+  int64_t input_gradient_row() const { return vectors_per_row() * kLanes + kLanes; }
+  size_t input_gradient_size() const {
+    return static_cast<size_t>(in_channels * staged_height() * input_gradient_row());
   }
 };
 
-// Whether the direct kernels serve a layer: stride 1 and a padding the backward's
-// full correlation can express.
-inline bool supports(int64_t stride, int64_t kernel, int64_t padding) {
-  return stride == 1 && padding <= kernel - 1;
-}
+// backward_input shifts a vector by up to k - 1 lanes into a window of two.
+constexpr int64_t kMaxKernel = kLanes + 1;
+
+// Whether the direct kernels serve a layer: stride 1, kernel at most kMaxKernel.
+inline bool supports(int64_t stride, int64_t kernel) { return stride == 1 && kernel <= kMaxKernel; }
 
 // Zeroes a staged buffer (g.staged_size() values): once per batch, since stage_input
 // writes only the image and the border stays zero from image to image.
@@ -85,8 +88,11 @@ void backward_bias(int64_t channels, int64_t area, int64_t images, const T* dy, 
 template <class T>
 void sum_lanes(int64_t count, int64_t lanes, const T* values, T* out);
 
-// w'[ci][co][ki][kj] = w[co][ci][k-1-ki][k-1-kj]: the weight of the transposed geometry.
+// dx (Cin, H, W) of one image from its dy (Cout, Ho, Wo). gradient_scratch:
+// g.gradient_size() values (dy with padded rows, when Wo needs them); accumulator:
+// g.input_gradient_size() values.
 template <class T>
-void flip_weight(const Geometry& g, const T* weight, T* flipped);
+void backward_input(const Geometry& g, const T* dy, T* gradient_scratch, const T* weight,
+                    T* accumulator, T* dx);
 
 }  // namespace bnorm::nn::direct_conv

@@ -23,13 +23,16 @@ struct Case {
   int64_t cin, cout, k, padding, n, h, w;
 };
 
-// Output widths 1, 7, 8, 9, 15, 16, 17, 24 (LeNet-BN's first layer) and 28 (LeNet's).
+// Output widths 1 to 28 (24: LeNet-BN's first layer, 28: LeNet's), padding 0 to past
+// k - 1, kernels 1 to 9 (the largest the direct path takes), 20 output channels (more
+// than one register tile).
 std::vector<Case> cases() {
   return {
       {1, 6, 5, 0, 3, 28, 28},  {6, 16, 5, 0, 9, 12, 12}, {1, 6, 5, 2, 2, 28, 28},
       {2, 3, 3, 1, 2, 5, 1},    {3, 5, 3, 0, 2, 6, 9},    {2, 9, 3, 2, 3, 4, 6},
       {4, 4, 1, 0, 2, 3, 9},    {3, 2, 5, 4, 2, 7, 11},   {1, 11, 2, 1, 2, 6, 14},
-      {2, 3, 3, 1, 17, 5, 17},  {5, 7, 4, 3, 2, 9, 15},
+      {2, 3, 3, 1, 17, 5, 17},  {5, 7, 4, 3, 2, 9, 15},   {2, 3, 3, 4, 2, 5, 6},
+      {2, 3, 9, 0, 2, 10, 25},  {3, 2, 7, 3, 2, 8, 9},    {1, 20, 5, 0, 2, 12, 12},
   };
 }
 
@@ -181,7 +184,8 @@ TEST(ConvDirect, AutomaticPicksDirectWhereItAppliesAndGemmElsewhere) {
   EXPECT_TRUE(Conv2d<float>(Conv2dOptions{6, 16, 5, 1, 0, true}).uses_direct());
   EXPECT_TRUE(Conv2d<float>(Conv2dOptions{1, 6, 5, 1, 2, true}).uses_direct());   // LeNet
   EXPECT_FALSE(Conv2d<float>(Conv2dOptions{3, 8, 3, 2, 1, true}).uses_direct());  // stride 2
-  EXPECT_FALSE(Conv2d<float>(Conv2dOptions{2, 2, 3, 1, 3, true}).uses_direct());  // p > k - 1
+  EXPECT_TRUE(Conv2d<float>(Conv2dOptions{2, 2, 3, 1, 3, true}).uses_direct());   // p > k - 1
+  EXPECT_FALSE(Conv2d<float>(Conv2dOptions{2, 2, 11, 1, 0, true}).uses_direct());  // k > 9
   EXPECT_FALSE(Conv2d<float>(Conv2dOptions{64, 64, 3, 1, 1, true}).uses_direct());  // wide
   EXPECT_FALSE(
       Conv2d<float>(Conv2dOptions{1, 6, 5, 1, 0, true, ConvAlgorithm::gemm}).uses_direct());
@@ -189,10 +193,10 @@ TEST(ConvDirect, AutomaticPicksDirectWhereItAppliesAndGemmElsewhere) {
 
 TEST(ConvDirect, RefusesDirectWhereItCannotRun) {
   for (const Conv2dOptions& o : {Conv2dOptions{3, 8, 3, 2, 1, true, ConvAlgorithm::direct},
-                                 Conv2dOptions{2, 2, 3, 1, 3, true, ConvAlgorithm::direct}}) {
+                                 Conv2dOptions{2, 2, 10, 1, 0, true, ConvAlgorithm::direct}}) {
     try {
       Conv2d<float> conv(o);
-      ADD_FAILURE() << "no error for stride " << o.stride << ", padding " << o.padding;
+      ADD_FAILURE() << "no error for stride " << o.stride << ", kernel " << o.kernel_size;
     } catch (const std::invalid_argument& e) {
       EXPECT_NE(std::string(e.what()).find("algorithm=direct"), std::string::npos) << e.what();
     }
