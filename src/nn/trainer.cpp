@@ -11,9 +11,11 @@
 #include <bnorm/bnorm.hpp>
 
 #include "nn/batch_norm_layer.h"
+#include "nn/blas.h"
 #include "nn/loss.h"
 #include "nn/models.h"
 #include "nn/random.h"
+#include "nn/replica_evaluation.h"
 
 namespace bnorm::nn {
 
@@ -160,15 +162,7 @@ void Trainer::shuffled_order(int64_t count, uint64_t stream, std::vector<int64_t
 
 void Trainer::gather(const data::ImageDataset& data, const std::vector<int64_t>& order,
                      int64_t begin, int64_t end) {
-  const int64_t n = end - begin, size = data.image_size();
-  batch_.resize({n, data.channels, data.rows, data.cols});
-  labels_.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t src = order.empty() ? begin + i : order[static_cast<size_t>(begin + i)];
-    std::memcpy(batch_.data() + i * size, data.images.data() + src * size,
-                static_cast<size_t>(size) * sizeof(float));
-    labels_[static_cast<size_t>(i)] = data.labels[static_cast<size_t>(src)];
-  }
+  gather_examples(data, order, begin, end, batch_, labels_);
 }
 
 double Trainer::step(int64_t global_batch, int64_t* correct) {
@@ -268,20 +262,14 @@ Evaluation Trainer::evaluate(const data::ImageDataset& data) {
   Evaluation e;
   if (data.count < 1) return e;
   const auto t0 = Clock::now();
-  const bool was_training = model_->is_training();
-  model_->set_training(false);
-  double loss_sum = 0;
-  int64_t correct = 0;
-  const std::vector<int64_t> in_order;
   // Each process evaluates its share of the set (all of it alone); the totals are summed.
+  // Within a process, each thread takes whole batches (replica_evaluation.h).
   const dist::Slice part = dist::batch_slice(data.count, rank(), processes());
-  for (int64_t begin = part.begin; begin < part.begin + part.count; begin += options_.batch_size) {
-    const int64_t end = std::min(part.begin + part.count, begin + options_.batch_size);
-    gather(data, in_order, begin, end);
-    const LossTotals t = softmax_cross_entropy<float>(model_->forward(batch_), labels_, nullptr);
-    loss_sum += t.loss_sum;
-    correct += t.correct;
-  }
+  const LossTotals part_totals =
+      evaluator_.run(*model_, options_.model, data, part.begin, part.begin + part.count,
+                     options_.batch_size, engine_threads());
+  double loss_sum = part_totals.loss_sum;
+  int64_t correct = part_totals.correct;
   if (parallel_.collective) {
     double totals[2] = {loss_sum, static_cast<double>(correct)};
     if (const int rc = parallel_.collective->allreduce_sum_f64(parallel_.collective->context,
@@ -291,7 +279,6 @@ Evaluation Trainer::evaluate(const data::ImageDataset& data) {
     loss_sum = totals[0];
     correct = static_cast<int64_t>(totals[1]);
   }
-  model_->set_training(was_training);
   e.examples = data.count;
   e.loss = loss_sum / static_cast<double>(data.count);
   e.accuracy = static_cast<double>(correct) / static_cast<double>(data.count);

@@ -24,6 +24,7 @@
 #include "data/dataset.h"
 #include "dist/data_parallel.h"
 #include "nn/checkpoint.h"
+#include "nn/replica_evaluation.h"
 #include "nn/sequential.h"
 #include "nn/sgd.h"
 
@@ -167,6 +168,7 @@ class Trainer {
   std::unique_ptr<Sgd<float>> optimizer_;
   int epochs_done_ = 0;
   int64_t bench_passes_ = 0;
+  ReplicaEvaluator evaluator_;
   Tensor<float> batch_, dlogits_;
   std::vector<int32_t> labels_;
   std::vector<int64_t> order_;

@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "gradcheck.h"
 #include "nn/batch_norm_layer.h"
 #include "nn/linear.h"
 #include "nn/trainer.h"
@@ -109,6 +111,62 @@ TEST(Trainer, EvaluateRestoresTrainingMode) {
   Trainer t(TrainOptions{});
   t.model().set_training(true);
   t.evaluate(d);
+  EXPECT_TRUE(t.model().is_training());
+}
+
+// Evaluation over batch-level threads (replica_evaluation.h): each thread's batches go
+// through a copy of the model. 1, 2 and 3 threads agree with a plain loop over the
+// batches (up to OpenBLAS's rounding, which may follow its thread count), the result
+// repeats exactly, the copies follow the model after it trains, and nothing of the
+// model changes.
+TEST(Trainer, ThreadedEvaluationMatchesOneBatchAtATime) {
+  const data::ImageDataset train = synthetic_images(256, 1), test = synthetic_images(230, 2);
+  for (const std::string model : {"lenet-bn", "vgg-bn", "mlp-ln"}) {
+    TrainOptions o;
+    o.model = model;
+    o.batch_size = 32;  // 8 batches, the last of 6
+    o.sgd = {0.05, 0.9, 0.0};
+    Trainer t(o);
+    t.train_steps(train, 4);
+    for (int round = 0; round < 2; ++round) {  // the second after more training
+      const std::vector<float> before = all_parameters(t);
+      // The plain loop: the whole set as one evaluation per batch on one thread.
+      double loss_sum = 0;
+      int64_t correct = 0;
+      for (int64_t b = 0; b < 230; b += 32) {
+        data::ImageDataset part = test;
+        part.count = std::min<int64_t>(32, 230 - b);
+        part.images.assign(test.images.begin() + b * 784, test.images.begin() + (b + part.count) * 784);
+        part.labels.assign(test.labels.begin() + b, test.labels.begin() + b + part.count);
+        const testing::ScopedEngineThreads one(1);
+        const Evaluation e = t.evaluate(part);
+        loss_sum += e.loss * static_cast<double>(part.count);
+        correct += static_cast<int64_t>(std::lround(e.accuracy * static_cast<double>(part.count)));
+      }
+      for (int threads : {1, 2, 3}) {
+        const testing::ScopedEngineThreads scoped(threads);
+        const Evaluation e = t.evaluate(test), again = t.evaluate(test);
+        EXPECT_EQ(e.loss, again.loss) << model << ", " << threads << " threads";
+        EXPECT_EQ(e.accuracy, again.accuracy) << model << ", " << threads << " threads";
+        EXPECT_NEAR(e.loss, loss_sum / 230.0, 1e-5 * loss_sum / 230.0) << model << ", " << threads;
+        EXPECT_NEAR(e.accuracy, static_cast<double>(correct) / 230.0, 1.5 / 230.0) << model;
+      }
+      EXPECT_TRUE(same_bits(before, all_parameters(t))) << model;
+      EXPECT_TRUE(t.model().is_training()) << model;
+      t.train_steps(train, 3);
+    }
+  }
+}
+
+TEST(Trainer, ThreadedEvaluationReportsALayersErrorInsteadOfAborting) {
+  data::ImageDataset wrong = synthetic_images(100, 3);
+  wrong.rows = 20;  // 20 x 39 images: LeNet-BN's layers cannot take them
+  wrong.cols = 39;
+  const testing::ScopedEngineThreads two(2);
+  TrainOptions o;
+  o.batch_size = 16;
+  Trainer t(o);
+  EXPECT_THROW(t.evaluate(wrong), std::invalid_argument);
   EXPECT_TRUE(t.model().is_training());
 }
 
