@@ -1,15 +1,18 @@
-// 2-D convolution (cross-correlation, as in PyTorch) over NCHW tensors: direct kernels
-// (conv_direct.h) for stride 1 with few channels, else im2col and one BLAS GEMM per image.
+// 2-D convolution (cross-correlation, as in PyTorch) over NCHW tensors.
 //
 //   x: (N, Cin, H, W)   weight: (Cout, Cin, k, k)   bias: (Cout)   y: (N, Cout, Ho, Wo)
 //   Ho = (H + 2p - k) / s + 1,  Wo likewise
-//   y[n] = weight(Cout x K) * col(x[n]) (K x Ho*Wo) + bias,  K = Cin*k*k
-// Backward, per image:  dW += dy[n] * col^T,  db += row sums of dy[n],
-//   dx[n] = col2im(weight^T * dy[n]).
-// Images run in parallel (OpenMP, static schedule); each thread keeps its own dW/db
-// partials, summed in thread order. In training mode the forward keeps every image's
-// columns (K x Ho*Wo floats per image: 20 MB for LeNet's first layer at batch 256) so
-// the backward does not rebuild them; in eval mode one buffer per thread is reused.
+//
+// Two ways, the same numbers up to rounding (tests/cpp/nn/test_conv_direct.cpp):
+// - direct (conv_direct.h; stride 1, k <= 9, few channels): images in parallel; the weight
+//   and bias gradients per group of 8 images, the groups summed in order (the same bits
+//   for any thread count); nothing kept from the forward.
+// - im2col + one BLAS GEMM per image: y[n] = weight(Cout x K) * col(x[n]) (K x Ho*Wo) + bias,
+//   K = Cin*k*k; backward dW += dy[n] * col^T, db += row sums of dy[n],
+//   dx[n] = col2im(weight^T * dy[n]). Each thread keeps its own dW/db partials, summed in
+//   thread order. In training mode the forward keeps every image's columns (K x Ho*Wo
+//   floats per image) so the backward does not rebuild them; in eval mode one buffer per
+//   thread is reused.
 #pragma once
 
 #include <vector>
