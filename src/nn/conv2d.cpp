@@ -301,7 +301,12 @@ void Conv2d<T>::backward(const Tensor<T>& x, const Tensor<T>& /*y*/, const Tenso
       }
     }
   }
-  sum_partials(1, direct_conv::kLanes);
+  weight_partials_.sum_into(grad_weight_.data(), grad_weight_.size());
+  if (bias_.empty()) return;
+  bias_lanes_.resize(bias_.size() * direct_conv::kLanes);
+  bias_partials_.sum_into(bias_lanes_.data(), bias_lanes_.size());
+  direct_conv::sum_lanes(static_cast<int64_t>(bias_.size()), direct_conv::kLanes,
+                         bias_lanes_.data(), grad_bias_.data());
 }
 
 template <class T>
@@ -359,14 +364,15 @@ void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<
         direct_conv::stage_input(g, x.data() + (n0 + i) * in_size,
                                  staged + i * static_cast<int64_t>(g.staged_size()));
       T* group_slot = slots + gi * slot;
-      direct_conv::backward_weight(g, images, staged, dy.data() + n0 * cout * area,
-                                   gradient_rows_.get(t), group_slot);
+      const T* dy_rows =
+          direct_conv::gradient_rows(g, images, dy.data() + n0 * cout * area, gradient_rows_.get(t));
+      direct_conv::backward_weight(g, images, staged, dy_rows, group_slot);
       std::fill(group_slot + weight_lanes, group_slot + slot, T(0));
       direct_conv::backward_bias(cout, area, images, dy.data() + n0 * cout * area,
                                  group_slot + weight_lanes);
-      for (int64_t n = n0; n < n0 + images && dx; ++n)
-        direct_conv::backward_input(g, dy.data() + n * cout * area, gradient_rows_.get(t), w,
-                                    accumulator, dx->data() + n * in_size);
+      for (int64_t i = 0; i < images && dx; ++i)
+        direct_conv::backward_input(g, dy_rows + i * static_cast<int64_t>(g.gradient_size()), w,
+                                    accumulator, dx->data() + (n0 + i) * in_size);
     }
     // Every value's sum over the groups, in group order, then over its lanes.
 #pragma omp for schedule(static) nowait
@@ -382,22 +388,6 @@ void Conv2d<T>::backward_direct(const Tensor<T>& x, const Tensor<T>& dy, Tensor<
       if (out) direct_conv::sum_lanes(1, direct_conv::kLanes, lanes, out);
     }
   }
-}
-
-// grad_weight and grad_bias from the threads' partials, summed in thread order, each
-// value still spread over `weight_lanes` or `bias_lanes` lanes (1: already whole).
-template <class T>
-void Conv2d<T>::sum_partials(int64_t weight_lanes, int64_t bias_lanes) {
-  const auto w = weight_.size() * static_cast<size_t>(weight_lanes);
-  const auto b = bias_.size() * static_cast<size_t>(bias_lanes);
-  partial_sums_.resize(std::max(w, b));
-  weight_partials_.sum_into(partial_sums_.data(), w);
-  direct_conv::sum_lanes(static_cast<int64_t>(weight_.size()), weight_lanes,
-                         partial_sums_.data(), grad_weight_.data());
-  if (bias_.empty()) return;
-  bias_partials_.sum_into(partial_sums_.data(), b);
-  direct_conv::sum_lanes(static_cast<int64_t>(bias_.size()), bias_lanes, partial_sums_.data(),
-                         grad_bias_.data());
 }
 
 template <class T>

@@ -67,9 +67,8 @@ class Conv2d final : public Layer<T> {
   bool direct_ = false;
   std::vector<T> weight_, bias_, grad_weight_, grad_bias_;
   ThreadScratch<T> staged_, input_gradient_, gradient_rows_;
-  std::vector<T> partial_sums_;  // the threads' partials summed, before their lanes are
-  std::vector<T> group_slots_;   // direct: each image group's weight and bias gradient lanes
-  void sum_partials(int64_t weight_lanes, int64_t bias_lanes);
+  std::vector<T> group_slots_;  // direct: each image group's weight and bias gradient lanes
+  std::vector<T> bias_lanes_;   // im2col: the threads' bias partials summed, still in lanes
   ThreadScratch<T> columns_, column_grads_, weight_partials_, bias_partials_, pads_;
   std::vector<T> batch_columns_;  // training: the last forward's columns, image by image
   const T* columns_of_ = nullptr; // the input those columns were built from

@@ -5,37 +5,33 @@
 #include <type_traits>
 #include <utility>
 
+#include "kernels/simd.h"
+
 namespace bnorm::nn::direct_conv {
 
 namespace {
 
-// Built for AVX-512, AVX2 and baseline x86-64, picked at load time (GCC target_clones),
-// as the rest of the engine's loops; everything a clone calls is inlined into it.
-#define BNORM_DIRECT_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define BNORM_DIRECT_INLINE inline __attribute__((always_inline))
-
-// 8 values of T: one ymm (float) or zmm (double) register in the AVX-512 clone.
-typedef float Float8 __attribute__((vector_size(32)));
-typedef double Double8 __attribute__((vector_size(64)));
+// The vocabulary of the library's own loops (src/kernels/simd.h): GCC target_clones for
+// AVX-512, AVX2 and baseline x86-64, everything a clone calls inlined into it, and
+// 8-value vectors (one ymm for float, one zmm for double in the AVX-512 clone).
+using kernels::load_vec8;
 template <class T>
-using Vec = std::conditional_t<std::is_same_v<T, float>, Float8, Double8>;
+using Vec = kernels::Vec8<T>;
 
-// Out-parameters: a vector returned by value has a different ABI in each clone.
 template <class T>
-BNORM_DIRECT_INLINE void load(const T* p, Vec<T>& v) {
-  std::memcpy(&v, p, sizeof v);
+BNORM_INLINE void load(const T* p, Vec<T>& v) {
+  load_vec8(p, v);
 }
 template <class T>
-BNORM_DIRECT_INLINE void broadcast(T value, Vec<T>& v) {
+BNORM_INLINE void broadcast(T value, Vec<T>& v) {
   v = Vec<T>{} + value;
 }
 
 // Calls f(std::integral_constant<int, n>) for 1 <= n <= N: a run-time tile size picks
 // a tile instantiated at compile time.
 template <int N, class F>
-BNORM_DIRECT_INLINE void with_count(int n, F&& f) {
-  [&]<int... Is>(std::integer_sequence<int, Is...>) __attribute__((always_inline)) {
+BNORM_INLINE void with_count(int n, F&& f) {
+  [&]<int... Is>(std::integer_sequence<int, Is...>) BNORM_INLINE_LAMBDA {
     ((n == Is + 1 ? (f(std::integral_constant<int, Is + 1>{}), true) : false) || ...);
   }(std::make_integer_sequence<int, N>{});
 }
@@ -43,7 +39,7 @@ BNORM_DIRECT_INLINE void with_count(int n, F&& f) {
 // Splits `count` into ceil(count / most) blocks of nearly equal size (16 -> 8 + 8,
 // 6 -> 6, 20 -> 7 + 7 + 6) and calls f(first, size) for each.
 template <class F>
-BNORM_DIRECT_INLINE void balanced_blocks(int64_t count, int64_t most, F&& f) {
+BNORM_INLINE void balanced_blocks(int64_t count, int64_t most, F&& f) {
   const int64_t blocks = (count + most - 1) / most;
   int64_t first = 0;
   for (int64_t b = 0; b < blocks; ++b) {
@@ -61,7 +57,7 @@ constexpr int kForwardVectors = 3;   // I
 constexpr int kForwardChannels = 8;  // J at most: 24 accumulators of the 32 AVX-512 registers
 
 template <class T, int I, int J>
-BNORM_DIRECT_INLINE void forward_tile(const Geometry& g, const T* staged, const T* weight,
+BNORM_INLINE void forward_tile(const Geometry& g, const T* staged, const T* weight,
                                       const T* bias, T* y, int64_t co0, int64_t v0) {
   const int64_t per_row = g.vectors_per_row(), row = g.staged_row();
   const int64_t plane = g.staged_height() * row, k = g.kernel;
@@ -98,7 +94,7 @@ BNORM_DIRECT_INLINE void forward_tile(const Geometry& g, const T* staged, const 
     for (int i = 0; i < I; ++i) {
       T* out = y + ((co0 + j) * ho + oh[i]) * wo + col[i];
       if (wo - col[i] >= kLanes) {
-        std::memcpy(out, &acc[j][i], sizeof acc[j][i]);
+        kernels::store_vec8(out, acc[j][i]);
       } else {  // the row's last, partial vector
         for (int64_t lane = 0; lane < wo - col[i]; ++lane) out[lane] = acc[j][i][lane];
       }
@@ -106,34 +102,21 @@ BNORM_DIRECT_INLINE void forward_tile(const Geometry& g, const T* staged, const 
 }
 
 template <class T>
-BNORM_DIRECT_INLINE void forward_body(const Geometry& g, const T* staged, const T* weight,
+BNORM_INLINE void forward_body(const Geometry& g, const T* staged, const T* weight,
                                       const T* bias, T* y) {
   const int64_t vectors = g.out_height() * g.vectors_per_row();
   balanced_blocks(g.out_channels, kForwardChannels, [&](int64_t co0, int channels)
-                                                        __attribute__((always_inline)) {
-    with_count<kForwardChannels>(channels, [&](auto J) __attribute__((always_inline)) {
+                                                        BNORM_INLINE_LAMBDA {
+    with_count<kForwardChannels>(channels, [&](auto J) BNORM_INLINE_LAMBDA {
       int64_t v = 0;
       for (; v + kForwardVectors <= vectors; v += kForwardVectors)
         forward_tile<T, kForwardVectors, J()>(g, staged, weight, bias, y, co0, v);
       with_count<kForwardVectors - 1>(static_cast<int>(vectors - v), [&](auto I)
-                                                                          __attribute__((always_inline)) {
+                                                                          BNORM_INLINE_LAMBDA {
         forward_tile<T, I(), J()>(g, staged, weight, bias, y, co0, v);
       });
     });
   });
-}
-
-// dy with its rows padded with zeros to whole vectors (when they are not), else dy.
-template <class T>
-BNORM_DIRECT_INLINE const T* padded_gradient(const Geometry& g, int64_t images, const T* dy,
-                                             T* scratch) {
-  const int64_t wo = g.out_width(), dy_row = g.gradient_row();
-  if (dy_row == wo) return dy;
-  for (int64_t r = 0; r < images * g.out_channels * g.out_height(); ++r) {
-    for (int64_t i = 0; i < wo; ++i) scratch[r * dy_row + i] = dy[r * wo + i];
-    for (int64_t i = wo; i < dy_row; ++i) scratch[r * dy_row + i] = T(0);
-  }
-  return scratch;
 }
 
 // ---- backward to the weight -------------------------------------------------------
@@ -147,7 +130,7 @@ constexpr int kWeightChannels = 4;  // J at most
 constexpr int kWeightTaps = 5;      // Q at most: 20 accumulators
 
 template <class T, int J, int Q>
-BNORM_DIRECT_INLINE void weight_tile(const Geometry& g, int64_t images, const T* staged,
+BNORM_INLINE void weight_tile(const Geometry& g, int64_t images, const T* staged,
                                      const T* dy, int64_t dy_row, T* dweight_lanes, int64_t co0,
                                      int64_t ci, int64_t ki, int64_t kj0) {
   const int64_t per_row = g.vectors_per_row(), row = g.staged_row();
@@ -176,25 +159,25 @@ BNORM_DIRECT_INLINE void weight_tile(const Geometry& g, int64_t images, const T*
     }
   for (int j = 0; j < J; ++j)
     for (int q = 0; q < Q; ++q)
-      std::memcpy(dweight_lanes + ((((co0 + j) * g.in_channels + ci) * k + ki) * k + kj0 + q) * kLanes,
-                  &acc[j][q], sizeof acc[j][q]);
+      kernels::store_vec8(
+          dweight_lanes + ((((co0 + j) * g.in_channels + ci) * k + ki) * k + kj0 + q) * kLanes,
+          acc[j][q]);
 }
 
 template <class T>
-BNORM_DIRECT_INLINE void backward_weight_body(const Geometry& g, int64_t images, const T* staged,
-                                              const T* dy, T* scratch, T* dweight_lanes) {
+BNORM_INLINE void backward_weight_body(const Geometry& g, int64_t images, const T* staged,
+                                       const T* dy_rows, T* dweight_lanes) {
   const int64_t dy_row = g.gradient_row();
-  const T* padded = padded_gradient(g, images, dy, scratch);
   for (int64_t ci = 0; ci < g.in_channels; ++ci)
     for (int64_t ki = 0; ki < g.kernel; ++ki)
       balanced_blocks(g.out_channels, kWeightChannels, [&](int64_t co0, int channels)
-                                                           __attribute__((always_inline)) {
+                                                           BNORM_INLINE_LAMBDA {
         balanced_blocks(g.kernel, kWeightTaps, [&](int64_t kj0, int taps)
-                                                   __attribute__((always_inline)) {
-          with_count<kWeightChannels>(channels, [&](auto J) __attribute__((always_inline)) {
-            with_count<kWeightTaps>(taps, [&](auto Q) __attribute__((always_inline)) {
-              weight_tile<T, J(), Q()>(g, images, staged, padded, dy_row, dweight_lanes, co0, ci,
-                                       ki, kj0);
+                                                   BNORM_INLINE_LAMBDA {
+          with_count<kWeightChannels>(channels, [&](auto J) BNORM_INLINE_LAMBDA {
+            with_count<kWeightTaps>(taps, [&](auto Q) BNORM_INLINE_LAMBDA {
+              weight_tile<T, J(), Q()>(g, images, staged, dy_rows, dy_row, dweight_lanes, co0,
+                                       ci, ki, kj0);
             });
           });
         });
@@ -214,7 +197,7 @@ BNORM_DIRECT_INLINE void backward_weight_body(const Geometry& g, int64_t images,
 
 // lo[L] = L >= S ? v[L - S] : 0,  hi[L] = L < S ? v[L + 8 - S] : 0: v shifted up S lanes.
 template <class T, int S, int... L>
-BNORM_DIRECT_INLINE void shift_up(const Vec<T>& v, Vec<T>& lo, Vec<T>& hi,
+BNORM_INLINE void shift_up(const Vec<T>& v, Vec<T>& lo, Vec<T>& hi,
                                   std::integer_sequence<int, L...>) {
   using Lane = std::conditional_t<std::is_same_v<T, float>, int32_t, int64_t>;
   typedef Lane Index __attribute__((vector_size(sizeof(Lane) * kLanes)));
@@ -226,7 +209,7 @@ BNORM_DIRECT_INLINE void shift_up(const Vec<T>& v, Vec<T>& lo, Vec<T>& hi,
 }
 
 template <class T, int K, int KI>
-BNORM_DIRECT_INLINE void scatter_tile(const Geometry& g, const T* dy, int64_t dy_row,
+BNORM_INLINE void scatter_tile(const Geometry& g, const T* dy, int64_t dy_row,
                                       const T* weight, T* acc, int64_t acc_row, int64_t oh,
                                       int64_t c, int64_t ci, int64_t ki0) {
   const int64_t ho = g.out_height(), cin = g.in_channels;
@@ -244,8 +227,8 @@ BNORM_DIRECT_INLINE void scatter_tile(const Geometry& g, const T* dy, int64_t dy
   for (int a = 0; a < KI; ++a) {
     Vec<T> lo = t[a][0], hi;
     broadcast<T>(T(0), hi);
-    [&]<int... S>(std::integer_sequence<int, S...>) __attribute__((always_inline)) {
-      ([&] __attribute__((always_inline)) {
+    [&]<int... S>(std::integer_sequence<int, S...>) BNORM_INLINE_LAMBDA {
+      ([&] BNORM_INLINE_LAMBDA {
         Vec<T> l, h;
         shift_up<T, S + 1>(t[a][S + 1], l, h, std::make_integer_sequence<int, kLanes>{});
         lo += l;
@@ -258,13 +241,13 @@ BNORM_DIRECT_INLINE void scatter_tile(const Geometry& g, const T* dy, int64_t dy
     load<T>(row + kLanes, r1);
     r0 += lo;
     r1 += hi;
-    std::memcpy(row, &r0, sizeof r0);
-    std::memcpy(row + kLanes, &r1, sizeof r1);
+    kernels::store_vec8(row, r0);
+    kernels::store_vec8(row + kLanes, r1);
   }
 }
 
 template <class T, int K>
-BNORM_DIRECT_INLINE void backward_input_kernel(const Geometry& g, const T* dy, int64_t dy_row,
+BNORM_INLINE void backward_input_kernel(const Geometry& g, const T* dy, int64_t dy_row,
                                                const T* weight, T* acc, int64_t acc_row) {
   for (int64_t oh = 0; oh < g.out_height(); ++oh)
     for (int64_t c = 0; c < g.vectors_per_row(); ++c)
@@ -277,14 +260,13 @@ BNORM_DIRECT_INLINE void backward_input_kernel(const Geometry& g, const T* dy, i
 }
 
 template <class T>
-BNORM_DIRECT_INLINE void backward_input_body(const Geometry& g, const T* dy, T* gradient_scratch,
-                                             const T* weight, T* acc, T* dx) {
+BNORM_INLINE void backward_input_body(const Geometry& g, const T* dy_rows, const T* weight,
+                                      T* acc, T* dx) {
   const int64_t acc_row = g.input_gradient_row(), h = g.height, w = g.width, p = g.padding;
   const int64_t acc_plane = g.staged_height() * acc_row;
   for (int64_t i = 0; i < g.in_channels * acc_plane; ++i) acc[i] = T(0);
-  const T* padded = padded_gradient(g, 1, dy, gradient_scratch);
-  with_count<static_cast<int>(kMaxKernel)>(static_cast<int>(g.kernel), [&](auto K) __attribute__((always_inline)) {
-    backward_input_kernel<T, K()>(g, padded, g.gradient_row(), weight, acc, acc_row);
+  with_count<static_cast<int>(kMaxKernel)>(static_cast<int>(g.kernel), [&](auto K) BNORM_INLINE_LAMBDA {
+    backward_input_kernel<T, K()>(g, dy_rows, g.gradient_row(), weight, acc, acc_row);
   });
   for (int64_t ci = 0; ci < g.in_channels; ++ci)
     for (int64_t ih = 0; ih < h; ++ih) {
@@ -299,7 +281,7 @@ BNORM_DIRECT_INLINE void backward_input_body(const Geometry& g, const T* dy, T* 
 // last, partial vector of a channel goes lane by lane. A plain running sum is one chain
 // of dependent additions (LeNet-BN's first layer backward: 1.07 against 0.70 ms, 1 thread).
 template <class T>
-BNORM_DIRECT_INLINE void backward_bias_body(int64_t channels, int64_t area, int64_t images,
+BNORM_INLINE void backward_bias_body(int64_t channels, int64_t area, int64_t images,
                                             const T* dy, T* dbias_lanes) {
   const int64_t whole = area / kLanes * kLanes;
   for (int64_t c = 0; c < channels; ++c) {
@@ -324,13 +306,13 @@ BNORM_DIRECT_INLINE void backward_bias_body(int64_t channels, int64_t area, int6
     Vec<T> lanes;
     load<T>(dbias_lanes + c * kLanes, lanes);
     lanes += (sum[0] + sum[1]) + (sum[2] + sum[3]);
-    std::memcpy(dbias_lanes + c * kLanes, &lanes, sizeof lanes);
+    kernels::store_vec8(dbias_lanes + c * kLanes, lanes);
   }
 }
 
 // Rows of a few dozen values: a plain loop, not a libc call per row.
 template <class T>
-BNORM_DIRECT_INLINE void stage_input_body(const Geometry& g, const T* x, T* staged) {
+BNORM_INLINE void stage_input_body(const Geometry& g, const T* x, T* staged) {
   const int64_t row = g.staged_row(), plane = g.staged_height() * row, width = g.width;
   for (int64_t c = 0; c < g.in_channels; ++c)
     for (int64_t h = 0; h < g.height; ++h) {
@@ -341,47 +323,45 @@ BNORM_DIRECT_INLINE void stage_input_body(const Geometry& g, const T* x, T* stag
     }
 }
 
-BNORM_DIRECT_CLONES void stage_input_clones(const Geometry& g, const float* x, float* staged) {
+BNORM_CLONES void stage_input_clones(const Geometry& g, const float* x, float* staged) {
   stage_input_body(g, x, staged);
 }
-BNORM_DIRECT_CLONES void stage_input_clones(const Geometry& g, const double* x, double* staged) {
+BNORM_CLONES void stage_input_clones(const Geometry& g, const double* x, double* staged) {
   stage_input_body(g, x, staged);
 }
-BNORM_DIRECT_CLONES void backward_input_clones(const Geometry& g, const float* dy,
-                                               float* gradient_scratch, const float* weight,
-                                               float* acc, float* dx) {
-  backward_input_body(g, dy, gradient_scratch, weight, acc, dx);
+BNORM_CLONES void backward_input_clones(const Geometry& g, const float* dy_rows,
+                                        const float* weight, float* acc, float* dx) {
+  backward_input_body(g, dy_rows, weight, acc, dx);
 }
-BNORM_DIRECT_CLONES void backward_input_clones(const Geometry& g, const double* dy,
-                                               double* gradient_scratch, const double* weight,
-                                               double* acc, double* dx) {
-  backward_input_body(g, dy, gradient_scratch, weight, acc, dx);
+BNORM_CLONES void backward_input_clones(const Geometry& g, const double* dy_rows,
+                                        const double* weight, double* acc, double* dx) {
+  backward_input_body(g, dy_rows, weight, acc, dx);
 }
-BNORM_DIRECT_CLONES void backward_bias_clones(int64_t channels, int64_t area, int64_t images,
+BNORM_CLONES void backward_bias_clones(int64_t channels, int64_t area, int64_t images,
                                               const float* dy, float* dbias_lanes) {
   backward_bias_body(channels, area, images, dy, dbias_lanes);
 }
-BNORM_DIRECT_CLONES void backward_bias_clones(int64_t channels, int64_t area, int64_t images,
+BNORM_CLONES void backward_bias_clones(int64_t channels, int64_t area, int64_t images,
                                               const double* dy, double* dbias_lanes) {
   backward_bias_body(channels, area, images, dy, dbias_lanes);
 }
-BNORM_DIRECT_CLONES void forward_clones(const Geometry& g, const float* staged,
+BNORM_CLONES void forward_clones(const Geometry& g, const float* staged,
                                         const float* weight, const float* bias, float* y) {
   forward_body(g, staged, weight, bias, y);
 }
-BNORM_DIRECT_CLONES void forward_clones(const Geometry& g, const double* staged,
+BNORM_CLONES void forward_clones(const Geometry& g, const double* staged,
                                         const double* weight, const double* bias, double* y) {
   forward_body(g, staged, weight, bias, y);
 }
-BNORM_DIRECT_CLONES void backward_weight_clones(const Geometry& g, int64_t images,
-                                                const float* staged, const float* dy,
-                                                float* scratch, float* dweight_lanes) {
-  backward_weight_body(g, images, staged, dy, scratch, dweight_lanes);
+BNORM_CLONES void backward_weight_clones(const Geometry& g, int64_t images,
+                                         const float* staged, const float* dy_rows,
+                                         float* dweight_lanes) {
+  backward_weight_body(g, images, staged, dy_rows, dweight_lanes);
 }
-BNORM_DIRECT_CLONES void backward_weight_clones(const Geometry& g, int64_t images,
-                                                const double* staged, const double* dy,
-                                                double* scratch, double* dweight_lanes) {
-  backward_weight_body(g, images, staged, dy, scratch, dweight_lanes);
+BNORM_CLONES void backward_weight_clones(const Geometry& g, int64_t images,
+                                         const double* staged, const double* dy_rows,
+                                         double* dweight_lanes) {
+  backward_weight_body(g, images, staged, dy_rows, dweight_lanes);
 }
 
 }  // namespace
@@ -402,15 +382,26 @@ void forward(const Geometry& g, const T* staged, const T* weight, const T* bias,
 }
 
 template <class T>
-void backward_weight(const Geometry& g, int64_t images, const T* staged, const T* dy,
-                     T* gradient_scratch, T* dweight_lanes) {
-  backward_weight_clones(g, images, staged, dy, gradient_scratch, dweight_lanes);
+const T* gradient_rows(const Geometry& g, int64_t images, const T* dy, T* scratch) {
+  const int64_t wo = g.out_width(), dy_row = g.gradient_row();
+  if (dy_row == wo) return dy;
+  for (int64_t r = 0; r < images * g.out_channels * g.out_height(); ++r) {
+    std::copy(dy + r * wo, dy + (r + 1) * wo, scratch + r * dy_row);
+    std::fill(scratch + r * dy_row + wo, scratch + (r + 1) * dy_row, T(0));
+  }
+  return scratch;
 }
 
 template <class T>
-void backward_input(const Geometry& g, const T* dy, T* gradient_scratch, const T* weight,
-                    T* accumulator, T* dx) {
-  backward_input_clones(g, dy, gradient_scratch, weight, accumulator, dx);
+void backward_weight(const Geometry& g, int64_t images, const T* staged, const T* dy_rows,
+                     T* dweight_lanes) {
+  backward_weight_clones(g, images, staged, dy_rows, dweight_lanes);
+}
+
+template <class T>
+void backward_input(const Geometry& g, const T* dy_rows, const T* weight, T* accumulator,
+                    T* dx) {
+  backward_input_clones(g, dy_rows, weight, accumulator, dx);
 }
 
 template <class T>
@@ -431,8 +422,9 @@ void sum_lanes(int64_t count, int64_t lanes, const T* values, T* out) {
   template void clear_staged<T>(const Geometry&, T*);                                       \
   template void stage_input<T>(const Geometry&, const T*, T*);                              \
   template void forward<T>(const Geometry&, const T*, const T*, const T*, T*);              \
-  template void backward_weight<T>(const Geometry&, int64_t, const T*, const T*, T*, T*);   \
-  template void backward_input<T>(const Geometry&, const T*, T*, const T*, T*, T*);        \
+  template const T* gradient_rows<T>(const Geometry&, int64_t, const T*, T*);              \
+  template void backward_weight<T>(const Geometry&, int64_t, const T*, const T*, T*);       \
+  template void backward_input<T>(const Geometry&, const T*, const T*, T*, T*);             \
   template void backward_bias<T>(int64_t, int64_t, int64_t, const T*, T*);                  \
   template void sum_lanes<T>(int64_t, int64_t, const T*, T*);
 BNORM_DIRECT_INSTANTIATE(float)

@@ -37,7 +37,7 @@ struct Geometry {
   size_t staged_size() const {
     return static_cast<size_t>(in_channels * staged_height() * staged_row());
   }
-  // dy with its rows padded to whole vectors (zeros past Wo), for backward_weight.
+  // dy with its rows padded to whole vectors (zeros past Wo), for the backward kernels.
   int64_t gradient_row() const { return vectors_per_row() * kLanes; }
   size_t gradient_size() const {
     return static_cast<size_t>(out_channels * out_height() * gradient_row());
@@ -69,15 +69,26 @@ void stage_input(const Geometry& g, const T* x, T* staged);
 template <class T>
 void forward(const Geometry& g, const T* staged, const T* weight, const T* bias, T* y);
 
+// dy (images, Cout, Ho, Wo) with rows of g.gradient_row() values, zeros past Wo, as the
+// two backward kernels read it: dy itself when Wo is a whole number of vectors, else a
+// copy in `scratch` (images * g.gradient_size() values).
+template <class T>
+const T* gradient_rows(const Geometry& g, int64_t images, const T* dy, T* scratch);
+
 // dweight_lanes (Cout, Cin, k, k, 8) = the weight gradient of `images` consecutive
 // images, still spread over the 8 lanes of the vectors that summed it (sum_lanes finishes
-// it). staged: the images' staged inputs, g.staged_size() values apart;
-// dy: (images, Cout, Ho, Wo). `gradient_scratch` (images * g.gradient_size() values)
-// holds dy with padded rows when Wo is not a whole number of vectors.
+// it). staged: the images' staged inputs, g.staged_size() values apart; dy_rows: from
+// gradient_rows.
 constexpr int64_t kWeightGroup = 8;  // images per call that keep the kernel's tiles busy
 template <class T>
-void backward_weight(const Geometry& g, int64_t images, const T* staged, const T* dy,
-                     T* gradient_scratch, T* dweight_lanes);
+void backward_weight(const Geometry& g, int64_t images, const T* staged, const T* dy_rows,
+                     T* dweight_lanes);
+
+// dx (Cin, H, W) of one image from its dy_rows (from gradient_rows); accumulator:
+// g.input_gradient_size() values.
+template <class T>
+void backward_input(const Geometry& g, const T* dy_rows, const T* weight, T* accumulator,
+                    T* dx);
 
 // dbias_lanes (C, 8) += the bias gradient of dy (images, C, area): each channel's values
 // summed in 8 lanes (any stride and layout of the convolution; sum_lanes finishes it).
@@ -87,12 +98,5 @@ void backward_bias(int64_t channels, int64_t area, int64_t images, const T* dy, 
 // out[i] = sum of values[i][0 .. lanes - 1], in lane order, for i < count.
 template <class T>
 void sum_lanes(int64_t count, int64_t lanes, const T* values, T* out);
-
-// dx (Cin, H, W) of one image from its dy (Cout, Ho, Wo). gradient_scratch:
-// g.gradient_size() values (dy with padded rows, when Wo needs them); accumulator:
-// g.input_gradient_size() values.
-template <class T>
-void backward_input(const Geometry& g, const T* dy, T* gradient_scratch, const T* weight,
-                    T* accumulator, T* dx);
 
 }  // namespace bnorm::nn::direct_conv

@@ -253,42 +253,42 @@ TEST(LayerConv2d, RejectsBadShapesAndOptionsNamingTheLayer) {
 // The per-thread weight-gradient partials must all be rewritten by every backward:
 // after the engine's thread count goes down, a stale partial from a thread that no
 // longer runs must not be added in.
+// Both ways: the im2col path keeps per-thread partials (ThreadScratch::sum_into adds every
+// partial ever allocated, so each backward zeroes them all), the direct path per-group slots.
 TEST(LayerConv2d, WeightGradientUnaffectedByThreadCountChange) {
-  // Fails with the engine as it is: ThreadScratch::sum_into adds every per-thread
-  // partial ever allocated, but a backward zeroes only the partials of the threads
-  // in its team, so after the thread count drops (4 -> 1 here) the stale weight and
-  // bias partials of threads 1..3 from the previous backward are added in. The fix
-  // belongs in src/nn (zero every partial, or sum only the team's); left failing.
-  const Conv2dOptions o{2, 3, 3, 1, 1, true};
-  const Shape in{4, 2, 6, 5};
-  Conv2d<double> conv(o), fresh(o);
-  randomize_parameters(conv, 1);
-  std::copy(conv.weight().begin(), conv.weight().end(), fresh.weight().begin());
-  std::copy(conv.bias().begin(), conv.bias().end(), fresh.bias().begin());
-  const Shape out = conv.output_shape(in);
-  Tensor<double> y(out), dx(in);
-  {
-    const testing::ScopedEngineThreads four(4);
-    const Tensor<double> x1 = random_input<double>(in, 2), dy1 = random_input<double>(out, 3);
-    conv.forward(x1, y);
-    conv.backward(x1, y, dy1, &dx);
-  }
-  {
-    const testing::ScopedEngineThreads one(1);
-    const Tensor<double> x2 = random_input<double>(in, 4), dy2 = random_input<double>(out, 5);
-    conv.forward(x2, y);
-    conv.backward(x2, y, dy2, &dx);
-    fresh.forward(x2, y);
-    fresh.backward(x2, y, dy2, &dx);
-  }
+  for (const ConvAlgorithm algorithm : {ConvAlgorithm::gemm, ConvAlgorithm::direct}) {
+    SCOPED_TRACE(algorithm == ConvAlgorithm::gemm ? "gemm" : "direct");
+    const Conv2dOptions o{2, 3, 3, 1, 1, true, algorithm};
+    const Shape in{4, 2, 6, 5};
+    Conv2d<double> conv(o), fresh(o);
+    randomize_parameters(conv, 1);
+    std::copy(conv.weight().begin(), conv.weight().end(), fresh.weight().begin());
+    std::copy(conv.bias().begin(), conv.bias().end(), fresh.bias().begin());
+    const Shape out = conv.output_shape(in);
+    Tensor<double> y(out), dx(in);
+    {
+      const testing::ScopedEngineThreads four(4);
+      const Tensor<double> x1 = random_input<double>(in, 2), dy1 = random_input<double>(out, 3);
+      conv.forward(x1, y);
+      conv.backward(x1, y, dy1, &dx);
+    }
+    {
+      const testing::ScopedEngineThreads one(1);
+      const Tensor<double> x2 = random_input<double>(in, 4), dy2 = random_input<double>(out, 5);
+      conv.forward(x2, y);
+      conv.backward(x2, y, dy2, &dx);
+      fresh.forward(x2, y);
+      fresh.backward(x2, y, dy2, &dx);
+    }
 
-  StateLists<double> a, b;
-  conv.collect_state(a, "");
-  fresh.collect_state(b, "");
-  for (size_t k = 0; k < a.parameters.size(); ++k)
-    for (size_t i = 0; i < a.parameters[k].grad.size(); ++i)
-      ASSERT_NEAR(a.parameters[k].grad[i], b.parameters[k].grad[i], 1e-12)
-          << a.parameters[k].name << "[" << i << "]";
+    StateLists<double> a, b;
+    conv.collect_state(a, "");
+    fresh.collect_state(b, "");
+    for (size_t k = 0; k < a.parameters.size(); ++k)
+      for (size_t i = 0; i < a.parameters[k].grad.size(); ++i)
+        ASSERT_NEAR(a.parameters[k].grad[i], b.parameters[k].grad[i], 1e-12)
+            << a.parameters[k].name << "[" << i << "]";
+  }
 }
 
 // ---- Linear ---------------------------------------------------------------------------
