@@ -365,6 +365,29 @@ bnorm_status bnorm_rms_norm_backward_f64(
     int64_t rows, int64_t cols, const double *x, const double *dy, double *dx, const double *weight,
     const double *save_rstd, double *dweight);
 
+/* ---- batch norm folded into the layer before it (inference) ---------------------
+   In eval mode batch norm is y = (z - running_mean) * s + beta per channel, with
+   s = gamma / sqrt(running_var + eps). When z comes from a convolution or linear layer
+   (z = W x + b, output channel c = row c of W) both maps are one layer:
+     folded_weight[c, j] = weight[c, j] * s[c]
+     folded_bias[c]      = (bias[c] - running_mean[c]) * s[c] + beta[c]
+   computed in double and rounded once. weight holds out_channels rows of per_channel
+   values: a conv weight (Cout, Cin, kh, kw) has out_channels = Cout and per_channel =
+   Cin*kh*kw; a linear weight (out, in) has per_channel = in. bias, gamma, beta NULL mean
+   0, 1, 0 (a layer without bias gets one). eps finite and >= 0; running_var[c] + eps must
+   be > 0 (a negative variance is refused, naming the channel); a NaN statistic makes
+   its channel's outputs NaN. folded_weight may equal weight and folded_bias may equal
+   bias (in place); any other overlap is BNORM_ERROR_OVERLAP. */
+bnorm_status bnorm_fold_batch_norm_f32(
+    int64_t out_channels, int64_t per_channel, const float *weight, const float *bias,
+    const float *running_mean, const float *running_var, const float *gamma, const float *beta,
+    double eps, float *folded_weight, float *folded_bias);
+
+bnorm_status bnorm_fold_batch_norm_f64(
+    int64_t out_channels, int64_t per_channel, const double *weight, const double *bias,
+    const double *running_mean, const double *running_var, const double *gamma,
+    const double *beta, double eps, double *folded_weight, double *folded_bias);
+
 /* ---- errors, threads, version ---------------------------------------------------- */
 
 /* Message of this thread's last failure ("" if none yet). Valid until the next

@@ -235,6 +235,17 @@ class BatchNorm {
 extern template class BatchNorm<float>;
 extern template class BatchNorm<double>;
 
+// ---- batch norm folded into the conv or linear layer before it (bnorm.h has the
+// formulas). weight: shape (out_channels, ...), e.g. conv (Cout, Cin, kh, kw) or linear
+// (out, in); folded_weight has the same sizes. bias, gamma, beta: empty or one value per
+// output channel (empty: 0, 1, 0); running statistics and folded_bias: one per channel.
+// folded_weight may be weight's memory and folded_bias bias's (in place).
+template <class T>
+void fold_batch_norm(const TensorView<const T>& weight, std::span<const T> bias,
+                     std::span<const T> running_mean, std::span<const T> running_var,
+                     std::span<const T> gamma, std::span<const T> beta, double eps,
+                     const TensorView<T>& folded_weight, std::span<T> folded_bias);
+
 // ---- threads and version ----------------------------------------------------------------
 
 inline void set_num_threads(int n) { bnorm_set_num_threads(n); }

@@ -170,9 +170,9 @@ std::unique_ptr<Sequential<T>> make_model(const std::string& name, uint64_t seed
     Builder<T> b(*model, Init::kaiming, seed);
     vgg(b, bn);
   } else {
-    std::string known;
-    for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
-    throw std::invalid_argument("model: unknown name '" + name + "' (expected one of " + known + ")");
+    std::string choices;
+    for (const auto& n : model_names()) choices += (choices.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("model: unknown name '" + name + "' (expected one of " + choices + ")");
   }
   return model;
 }

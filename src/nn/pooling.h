@@ -17,6 +17,8 @@ class Pool2d : public Layer<T> {
  public:
   std::string describe() const override;
   Shape output_shape(const Shape& input) const override;
+  int64_t kernel_size() const { return kernel_; }
+  int64_t stride() const { return stride_; }
 
  protected:
   // stride 0: the kernel size. Throws std::invalid_argument naming the layer.

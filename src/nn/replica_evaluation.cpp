@@ -7,7 +7,6 @@
 #include <exception>
 #include <stdexcept>
 
-#include "nn/models.h"
 
 namespace bnorm::nn {
 
@@ -25,7 +24,7 @@ void gather_examples(const data::ImageDataset& data, const std::vector<int64_t>&
   }
 }
 
-void ReplicaEvaluator::prepare(Sequential<float>& model, const std::string& model_name,
+void ReplicaEvaluator::prepare(Sequential<float>& model, const CopyMaker& make_copy,
                                int threads) {
   const auto copies = static_cast<size_t>(threads - 1);
   if (batches_.size() < copies + 1) {  // grown only: a smaller team uses the first ones
@@ -33,7 +32,7 @@ void ReplicaEvaluator::prepare(Sequential<float>& model, const std::string& mode
     labels_.resize(copies + 1);
   }
   if (prepared_for_ == &model && replicas_.size() >= copies) return;
-  while (replicas_.size() < copies) replicas_.push_back(make_model<float>(model_name, 0));
+  while (replicas_.size() < copies) replicas_.push_back(make_copy());
   states_.clear();
   states_.push_back(model.state());
   for (auto& r : replicas_) states_.push_back(r->state());
@@ -44,8 +43,7 @@ void ReplicaEvaluator::prepare(Sequential<float>& model, const std::string& mode
     const StateLists<float>& to = states_[r];
     if (to.parameters.size() != from.parameters.size() ||
         to.buffers.size() != from.buffers.size() || to.counters.size() != from.counters.size())
-      throw std::logic_error("evaluation: the copy of " + model_name +
-                             " does not match the model's state");
+      throw std::logic_error("evaluation: a copy of the model does not match its state");
     for (size_t i = 0; i < from.parameters.size(); ++i)
       copies_.emplace_back(from.parameters[i].value, to.parameters[i].value);
     for (size_t i = 0; i < from.buffers.size(); ++i)
@@ -55,7 +53,7 @@ void ReplicaEvaluator::prepare(Sequential<float>& model, const std::string& mode
   }
   for (const auto& [src, dst] : copies_)
     if (src.size() != dst.size())
-      throw std::logic_error("evaluation: the copy of " + model_name + " has other shapes");
+      throw std::logic_error("evaluation: a copy of the model has other shapes");
   prepared_for_ = &model;
 }
 
@@ -81,13 +79,13 @@ LossTotals ReplicaEvaluator::run_serially(Sequential<float>& model, const data::
   return total;
 }
 
-LossTotals ReplicaEvaluator::run(Sequential<float>& model, const std::string& model_name,
+LossTotals ReplicaEvaluator::run(Sequential<float>& model, const CopyMaker& make_copy,
                                  const data::ImageDataset& data, int64_t begin, int64_t end,
                                  int64_t batch_size, int threads) {
   const int64_t batches = (end - begin + batch_size - 1) / batch_size;
   threads = static_cast<int>(std::min<int64_t>(threads, batches));
   if (threads <= 1) return run_serially(model, data, begin, end, batch_size);
-  prepare(model, model_name, threads);
+  prepare(model, make_copy, threads);
   for (const auto& [src, dst] : copies_) std::copy(src.begin(), src.end(), dst.begin());
   for (const auto& [src, dst] : counter_copies_) dst->set(src->get());
   const bool was_training = model.is_training();

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -33,15 +34,19 @@ void gather_examples(const data::ImageDataset& data, const std::vector<int64_t>&
 
 class ReplicaEvaluator {
  public:
+  // Builds a copy of the model's layers (its state is copied in by the evaluator):
+  // make_model for a named model, or what built a folded or quantized one.
+  using CopyMaker = std::function<std::unique_ptr<Sequential<float>>()>;
+
   // The loss and accuracy totals of model (in eval mode) over examples [begin, end) of
-  // data in batches of batch_size, on `threads` threads; model_name builds the copies
-  // (make_model), which must match model layer for layer.
-  LossTotals run(Sequential<float>& model, const std::string& model_name,
+  // data in batches of batch_size, on `threads` threads; make_copy builds the copies,
+  // which must match model layer for layer (their state names and sizes are checked).
+  LossTotals run(Sequential<float>& model, const CopyMaker& make_copy,
                  const data::ImageDataset& data, int64_t begin, int64_t end, int64_t batch_size,
                  int threads);
 
  private:
-  void prepare(Sequential<float>& model, const std::string& model_name, int threads);
+  void prepare(Sequential<float>& model, const CopyMaker& make_copy, int threads);
   LossTotals run_serially(Sequential<float>& model, const data::ImageDataset& data,
                           int64_t begin, int64_t end, int64_t batch_size);
 

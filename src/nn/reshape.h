@@ -31,6 +31,7 @@ class Dropout final : public Layer<T> {
   void backward(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>& dy,
                 Tensor<T>* dx) override;
   void collect_state(StateLists<T>& out, const std::string& prefix) override;
+  double p() const { return p_; }
 
  private:
   double p_;

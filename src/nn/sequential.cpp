@@ -1,5 +1,6 @@
 #include "nn/sequential.h"
 
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 #include <stdexcept>
@@ -30,6 +31,75 @@ Layer<T>& Sequential<T>::add(std::unique_ptr<Layer<T>> layer) {
   gradients_.emplace_back();
   attach_profile(profile_);  // a layer added later is timed too
   return *layers_.back();
+}
+
+template <class T>
+std::unique_ptr<Layer<T>> Sequential<T>::replace(size_t i, std::unique_ptr<Layer<T>> layer) {
+  if (i >= layers_.size() || !layer)
+    throw std::invalid_argument("Sequential::replace: no layer " + std::to_string(i));
+  layer->set_training(training_);
+  std::swap(layers_[i], layer);
+  input_ = nullptr;  // the kept activations belong to the old layer
+  return layer;
+}
+
+template <class T>
+void Sequential<T>::erase(size_t i) {
+  if (i >= layers_.size())
+    throw std::invalid_argument("Sequential::erase: no layer " + std::to_string(i));
+  layers_.erase(layers_.begin() + static_cast<std::ptrdiff_t>(i));
+  outputs_.erase(outputs_.begin() + static_cast<std::ptrdiff_t>(i));
+  gradients_.erase(gradients_.begin() + static_cast<std::ptrdiff_t>(i));
+  input_ = nullptr;
+  if (profile_) {
+    profile_->forward_seconds.assign(layers_.size(), 0.0);
+    profile_->backward_seconds.assign(layers_.size(), 0.0);
+  }
+}
+
+template <class T>
+void Sequential<T>::insert(size_t i, std::unique_ptr<Layer<T>> layer) {
+  if (i > layers_.size() || !layer)
+    throw std::invalid_argument("Sequential::insert: no place " + std::to_string(i));
+  layer->set_training(training_);
+  const auto at = static_cast<std::ptrdiff_t>(i);
+  layers_.insert(layers_.begin() + at, std::move(layer));
+  outputs_.insert(outputs_.begin() + at, Tensor<T>());
+  gradients_.insert(gradients_.begin() + at, Tensor<T>());
+  input_ = nullptr;
+  if (profile_) {
+    profile_->forward_seconds.assign(layers_.size(), 0.0);
+    profile_->backward_seconds.assign(layers_.size(), 0.0);
+  }
+}
+
+template <class T>
+void Sequential<T>::copy_state_from(Sequential& from) {
+  const StateLists<T> src = from.state();
+  StateLists<T> dst = state();
+  auto differ = [](const std::string& what) {
+    throw std::invalid_argument("Sequential::copy_state_from: the models differ: " + what);
+  };
+  if (src.parameters.size() != dst.parameters.size() || src.buffers.size() != dst.buffers.size() ||
+      src.counters.size() != dst.counters.size())
+    differ("not the same number of parameters, buffers or counters");
+  auto check = [&](const auto& a, const auto& b) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (a[i].name != b[i].name || a[i].value.size() != b[i].value.size())
+        differ(a[i].name + " " + a[i].shape.str() + " vs " + b[i].name + " " + b[i].shape.str());
+  };
+  check(src.parameters, dst.parameters);
+  check(src.buffers, dst.buffers);
+  for (size_t i = 0; i < src.counters.size(); ++i)
+    if (src.counters[i].name != dst.counters[i].name)
+      differ(src.counters[i].name + " vs " + dst.counters[i].name);
+  for (size_t i = 0; i < src.parameters.size(); ++i)
+    std::copy(src.parameters[i].value.begin(), src.parameters[i].value.end(),
+              dst.parameters[i].value.begin());
+  for (size_t i = 0; i < src.buffers.size(); ++i)
+    std::copy(src.buffers[i].value.begin(), src.buffers[i].value.end(),
+              dst.buffers[i].value.begin());
+  for (size_t i = 0; i < src.counters.size(); ++i) dst.counters[i].set(src.counters[i].get());
 }
 
 template <class T>

@@ -60,6 +60,22 @@ class Sequential {
   std::string describe() const;  // one layer per line
   size_t size() const { return layers_.size(); }
   Layer<T>& layer(size_t i) { return *layers_[i]; }
+  const Layer<T>& layer(size_t i) const { return *layers_[i]; }
+
+  // Rewrites for inference (src/deploy/model_folding.h): layer i swapped for another
+  // (returns the old one), or removed. State names then follow the new indices, and
+  // backward needs a new forward first.
+  std::unique_ptr<Layer<T>> replace(size_t i, std::unique_ptr<Layer<T>> layer);
+  void erase(size_t i);
+  void insert(size_t i, std::unique_ptr<Layer<T>> layer);  // before layer i (i = size(): last)
+
+  // Layer i's output in the last forward (calibration reads them).
+  const Tensor<T>& output(size_t i) const { return outputs_[i]; }
+
+  // Copies every parameter, buffer and counter of `from`, a model of the same layers
+  // (same state names and sizes; std::invalid_argument naming the first difference
+  // otherwise, before anything changes).
+  void copy_state_from(Sequential& from);
 
  private:
   std::vector<std::unique_ptr<Layer<T>>> layers_;

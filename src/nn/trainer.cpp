@@ -265,8 +265,9 @@ Evaluation Trainer::evaluate(const data::ImageDataset& data) {
   // Each process evaluates its share of the set (all of it alone); the totals are summed.
   // Within a process, each thread takes whole batches (replica_evaluation.h).
   const dist::Slice part = dist::batch_slice(data.count, rank(), processes());
+  const auto make_copy = [this] { return make_model<float>(options_.model, 0); };
   const LossTotals part_totals =
-      evaluator_.run(*model_, options_.model, data, part.begin, part.begin + part.count,
+      evaluator_.run(*model_, make_copy, data, part.begin, part.begin + part.count,
                      options_.batch_size, engine_threads());
   double loss_sum = part_totals.loss_sum;
   int64_t correct = part_totals.correct;

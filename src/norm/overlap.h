@@ -54,28 +54,42 @@ inline bool buffers_overlap(const Buffer& a, const Buffer& b) {
   return a0 < b1 && b0 < a1;
 }
 
+// An output that may be the same range as an input (y == x in place).
+struct InPlacePair {
+  const char* output;
+  const char* input;
+};
+
 // Throws bnorm::Error(BNORM_ERROR_OVERLAP) on the first written buffer that overlaps
 // another, naming both: "op: y overlaps x (partial overlap; only y == x in place is
-// allowed)". in_place_output / in_place_input name the pair that may be equal (the
-// same begin and size).
+// allowed)". `in_place` lists the pairs that may be equal (the same begin and size).
 inline void check_no_overlap(const char* op, std::initializer_list<Buffer> buffers,
-                             const char* in_place_output, const char* in_place_input) {
+                             std::initializer_list<InPlacePair> in_place) {
+  std::string allowed;
+  for (const InPlacePair& p : in_place)
+    allowed += std::string(allowed.empty() ? "" : ", ") + p.output + " == " + p.input;
   for (const Buffer* w = buffers.begin(); w != buffers.end(); ++w) {
     if (!w->written) continue;
     for (const Buffer* o = buffers.begin(); o != buffers.end(); ++o) {
       // A pair of written buffers is reported once, from the later one.
       if (o == w || (o->written && o > w) || !buffers_overlap(*w, *o)) continue;
-      const bool pair = std::strcmp(w->name, in_place_output) == 0 &&
-                        std::strcmp(o->name, in_place_input) == 0;
+      bool pair = false;
+      for (const InPlacePair& p : in_place)
+        pair = pair || (std::strcmp(w->name, p.output) == 0 && std::strcmp(o->name, p.input) == 0);
       if (pair && w->begin == o->begin && w->bytes == o->bytes) continue;
       throw Error(BNORM_ERROR_OVERLAP,
                   std::string(op) + ": " + w->name + " overlaps " + o->name + " (" +
                       (pair ? "partial overlap; " : "an output must share no memory with "
                                                     "another argument; ") +
-                      "only " + in_place_output + " == " + in_place_input +
-                      " in place is allowed)");
+                      "only " + allowed + " in place is allowed)");
     }
   }
+}
+
+// The usual case: one in-place pair.
+inline void check_no_overlap(const char* op, std::initializer_list<Buffer> buffers,
+                             const char* in_place_output, const char* in_place_input) {
+  check_no_overlap(op, buffers, {InPlacePair{in_place_output, in_place_input}});
 }
 
 }  // namespace bnorm::norm

@@ -4,8 +4,15 @@ PyTorch builds d2l's LeNet / LeNet-BN; its initial weights go into a bnorm check
 (epoch 0); `bnorm train --resume ... --no-shuffle` then trains one epoch on the first
 examples in file order, and PyTorch trains the same epoch in float32 and in float64.
 Every weight, bias, running statistic and counter bnorm writes must be as close to the
-float64 run as PyTorch's own float32 run is (within a small factor), and the epoch's
+float64 run as PyTorch's own float32 runs are (within a small factor), and the epoch's
 loss, accuracies and test metrics must agree.
+
+Why several float32 runs: ten SGD steps at lr 1.0 amplify rounding chaotically, so one
+float32 run is one draw from a spread, not a bound. Perturbing the initial weights by one
+float32 rounding unit moves a parameter's error by 5x (measured: LeNet-BN's 1.bias went
+from 2.3e-6 to 1.1e-5 over six draws). The judge is the widest of PERTURBED_RUNS + 1
+draws; a real mistake (a wrong gradient, a statistic summed in float32 across the
+batch) lands orders of magnitude outside it.
 """
 import json
 import os
@@ -30,6 +37,8 @@ pytestmark = [
 ]
 
 N_TRAIN, N_TEST, BATCH, LR = 640, 256, 64, 1.0  # 10 steps
+PERTURBED_RUNS = 5   # float32 runs from initial weights moved by <= 1 rounding unit
+SPREAD_FACTOR = 3    # ours may sit this far beyond the widest float32 draw
 
 
 def load(prefix, n):
@@ -92,7 +101,14 @@ def test_one_epoch_matches_pytorch(model, tmp_path):
         net.load_state_dict(state0)
         results[dtype] = torch_epoch(net, x, y, tx, ty, dtype)
     ref = results[torch.float64][0].state_dict()
-    peer = results[torch.float32][0].state_dict()
+    peers = [results[torch.float32][0].state_dict()]
+    noise = torch.Generator().manual_seed(1)
+    for _ in range(PERTURBED_RUNS):
+        nudged = {k: (v * (1 + (2 * torch.rand(v.shape, generator=noise) - 1) * 2.0**-24)
+                      if v.is_floating_point() else v.clone()) for k, v in state0.items()}
+        net = d2l_model(model)
+        net.load_state_dict(nudged)
+        peers.append(torch_epoch(net, x, y, tx, ty, torch.float32)[0].state_dict())
 
     assert set(ours) == {"model." + k for k in ref}
     for name, judge in ref.items():
@@ -103,9 +119,10 @@ def test_one_epoch_matches_pytorch(model, tmp_path):
         judge = judge.numpy()
         scale = np.abs(judge).max() + 1e-12
         err_ours = np.abs(got.astype(np.float64) - judge).max() / scale
-        err_torch = np.abs(peer[name].numpy().astype(np.float64) - judge).max() / scale
-        print(f"{name}: ours {err_ours:.2e} torch32 {err_torch:.2e}")
-        assert err_ours <= max(4 * err_torch, 1e-5), (name, err_ours, err_torch)
+        err_torch = max(np.abs(p[name].numpy().astype(np.float64) - judge).max() / scale
+                        for p in peers)
+        print(f"{name}: ours {err_ours:.2e} torch32 spread {err_torch:.2e}")
+        assert err_ours <= max(SPREAD_FACTOR * err_torch, 1e-5), (name, err_ours, err_torch)
 
     _, loss64, acc64, test_loss64, test_acc64 = results[torch.float64]
     assert row["train_loss"] == pytest.approx(loss64, rel=1e-4)

@@ -1,0 +1,46 @@
+// An engine model written as an ONNX model (opset 13) through the ONNX library's own
+// protobuf classes, and checked by its checker (onnx::checker::check_model, full shape
+// inference on) before anything is written.
+//
+//   input   "input"   float32 (N, 1, 28, 28), N dynamic: pixels scaled to [0, 1]
+//   output  "logits"  float32 (N, 10)
+//
+// Layer by layer:
+//   Conv2d -> Conv;  Linear -> Gemm (transB = 1);  sigmoid / tanh / ReLU -> Sigmoid /
+//   Tanh / Relu;  AvgPool2d / MaxPool2d -> AveragePool / MaxPool;  Flatten -> Flatten
+//   (axis 1);  Dropout -> nothing (identity at inference);  BatchNorm (not folded) ->
+//   BatchNormalization with its running statistics;  ChannelAffine -> Mul, Add;
+//   LayerNorm, GroupNorm, InstanceNorm (own statistics), RMSNorm -> their decomposition:
+//   ReduceMean over the normalized axes (GroupNorm after a Reshape to (N, G, rest)),
+//   Sub, Mul, ReduceMean, Add eps, Sqrt, Div, then Mul weight and Add bias;
+//   InstanceNorm with running statistics in eval mode -> BatchNormalization.
+// With a QuantizationPlan (quantization.h): QuantizeLinear / DequantizeLinear on the
+// input and on every quantized layer output, int8 weights and int32 biases behind
+// DequantizeLinear (per channel, axis 0).
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include "deploy/quantization.h"
+#include "nn/sequential.h"
+
+namespace bnorm::deploy {
+
+// A model the exporter cannot write (a layer it does not know), or one the checker
+// refuses; the message names the layer or the checker's complaint.
+class ExportError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct OnnxExportOptions {
+  std::string graph_name = "bnorm";
+  std::string doc;                           // the model's doc_string
+  const QuantizationPlan* quantization = nullptr;  // null: float
+};
+
+// The model, in eval mode (std::invalid_argument otherwise), serialized and checked.
+std::string export_onnx(nn::Sequential<float>& model, const OnnxExportOptions& options);
+
+}  // namespace bnorm::deploy
