@@ -179,13 +179,27 @@ class Exporter {
     return out;
   }
 
-  // (x - mean) / sqrt(var + eps) over `axes`, var the biased variance (the mean of the
-  // squared deviations), as every bnorm normalization computes it.
-  std::string standardize(const std::string& x, const std::vector<int64_t>& axes, double eps) {
-    const std::string centered = b_.op("Sub", {x, reduce_mean(x, axes)});
-    const std::string var = reduce_mean(b_.op("Mul", {centered, centered}), axes);
-    const std::string sd = b_.op("Sqrt", {b_.op("Add", {var, b_.scalar("eps", static_cast<float>(eps))})});
-    return b_.op("Div", {centered, sd});
+  // (x - mean) / sqrt(var + eps) within each of `groups` equal parts of every example,
+  // var the biased variance, as every bnorm normalization computes it: x reshaped to
+  // (N, groups, rest) and standardized by ONNX's InstanceNormalization (scale 1, bias 0),
+  // then reshaped back to `shape`. Runtimes know InstanceNormalization; the literal
+  // ReduceMean / Sub / Div decomposition broadcasts two computed tensors, which OpenCV's
+  // importer (4.6) refuses.
+  std::string standardize_groups(const std::string& x, int64_t groups, const nn::Shape& shape,
+                                 double eps) {
+    const std::vector<float> ones(static_cast<size_t>(groups), 1.f),
+        zeros(static_cast<size_t>(groups), 0.f);
+    // A dimension of 0 in a Reshape copies the input's: the batch stays dynamic.
+    const std::string grouped = reshape(x, {0, groups, shape.numel() / shape[0] / groups});
+    const std::string out = b_.fresh("InstanceNormalization");
+    auto& n = b_.node("InstanceNormalization",
+                      {grouped, b_.constant<float>("ones", std::span<const float>(ones), {groups}),
+                       b_.constant<float>("zeros", std::span<const float>(zeros), {groups})},
+                      out);
+    GraphBuilder::real(n, "epsilon", static_cast<float>(eps));
+    std::vector<int64_t> back{0};
+    for (int d = 1; d < shape.rank(); ++d) back.push_back(shape[d]);
+    return reshape(out, back);
   }
 
   std::string reshape(const std::string& x, const std::vector<int64_t>& dims) {
@@ -218,12 +232,17 @@ class Exporter {
           using M = std::decay_t<decltype(m)>;
           if constexpr (std::is_same_v<M, LayerNorm<float>> || std::is_same_v<M, RMSNorm<float>>) {
             const auto& ns = m.normalized_shape();
-            std::vector<int64_t> axes;
-            for (int d = rank - static_cast<int>(ns.size()); d < rank; ++d) axes.push_back(d);
+            int64_t normalized = 1;
+            for (int64_t d : ns) normalized *= d;
             if constexpr (std::is_same_v<M, LayerNorm<float>>) {
-              return affine(standardize(x, axes, m.options().eps), m.weight(), m.bias(), ns);
+              // The last len(ns) dimensions together: (numel / normalized) groups per example.
+              const int64_t groups = shape.numel() / shape[0] / normalized;
+              return affine(standardize_groups(x, groups, shape, m.options().eps), m.weight(),
+                            m.bias(), ns);
             } else {
               // y = x / sqrt(mean(x^2) + eps) * weight; eps unset: float's machine epsilon.
+              std::vector<int64_t> axes;
+              for (int d = rank - static_cast<int>(ns.size()); d < rank; ++d) axes.push_back(d);
               const double eps = m.options().eps.value_or(1.1920928955078125e-07);
               const std::string ms = reduce_mean(b_.op("Mul", {x, x}), axes);
               const std::string rms =
@@ -231,20 +250,14 @@ class Exporter {
               return affine(b_.op("Div", {x, rms}), m.weight(), {}, ns);
             }
           } else if constexpr (std::is_same_v<M, GroupNorm<float>>) {
-            const int64_t groups = m.num_groups();
-            const std::string grouped = reshape(x, {-1, groups, shape.numel() / groups});
-            std::vector<int64_t> back{-1};
-            for (int d = 1; d < rank; ++d) back.push_back(shape[d]);
-            const std::string y = reshape(standardize(grouped, {2}, m.options().eps), back);
-            return affine(y, m.weight(), m.bias(), channel_dims);
+            return affine(standardize_groups(x, m.num_groups(), shape, m.options().eps),
+                          m.weight(), m.bias(), channel_dims);
           } else {  // InstanceNorm
             if (m.options().track_running_stats)  // eval mode: the running statistics
               return batch_norm(x, m.num_features(), m.weight(), m.bias(), m.running_mean(),
                                 m.running_var(), m.options().eps);
-            std::vector<int64_t> axes;
-            for (int d = 2; d < rank; ++d) axes.push_back(d);
-            return affine(standardize(x, axes, m.options().eps), m.weight(), m.bias(),
-                          channel_dims);
+            return affine(standardize_groups(x, shape[1], shape, m.options().eps), m.weight(),
+                          m.bias(), channel_dims);
           }
         },
         layer.module());

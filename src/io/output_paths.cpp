@@ -49,6 +49,10 @@ bool looks_like(OutputKind kind, const std::string& head) {
     }
     case OutputKind::bench_json:
       return head.rfind("{\"unit\": ", 0) == 0;
+    case OutputKind::npy:
+      return head.rfind("\x93NUMPY", 0) == 0;
+    case OutputKind::onnx:
+      return head[0] == '\x08';
   }
   return false;
 }
@@ -58,6 +62,8 @@ const char* kind_name(OutputKind kind) {
     case OutputKind::checkpoint: return "a bnorm checkpoint";
     case OutputKind::metrics: return "bnorm metrics (JSON lines from `bnorm train`)";
     case OutputKind::bench_json: return "a bnorm kernel table (JSON)";
+    case OutputKind::npy: return "a NumPy array (.npy)";
+    case OutputKind::onnx: return "an ONNX model";
   }
   return "";
 }

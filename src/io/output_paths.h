@@ -4,7 +4,8 @@
 //    or a regular file; a directory, symbolic link, device, FIFO or socket is refused,
 //    because the rename that installs the new file would replace the entry itself;
 //  - an existing regular file is replaced only if it holds what this output writes
-//    (a bnorm checkpoint, bnorm metrics lines, a bnorm benchmark JSON) or is empty;
+//    (a bnorm checkpoint, bnorm metrics lines, a bnorm benchmark JSON, a NumPy array,
+//    an ONNX model) or is empty;
 //    anything else needs `force`;
 //  - no output is the same file as another output or as an input (same device and
 //    inode, or the same normalized absolute path for files not there yet), except
@@ -29,6 +30,8 @@ enum class OutputKind {
   checkpoint,  // starts with the checkpoint magic "BNORMCKP"
   metrics,     // lines of {"model": ..., "epoch": ...} objects, as `bnorm train` writes
   bench_json,  // the kernel table's {"unit": ...} object
+  npy,         // a NumPy array file: magic "\x93NUMPY"
+  onnx,        // an ONNX model: a protobuf ModelProto, whose first field is ir_version (0x08)
 };
 
 struct NamedPath {

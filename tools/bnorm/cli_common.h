@@ -58,6 +58,8 @@ void add_train_command(CLI::App& app);
 void add_evaluate_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_models_command(CLI::App& app);
+void add_export_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
 
 // The default learning rate for a model (the seed's 0.9 for lenet, 1.0 for lenet-bn).
 double default_lr(const std::string& model);

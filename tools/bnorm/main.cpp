@@ -1,4 +1,5 @@
-// bnorm: the command line. Subcommands: train, evaluate, bench (kernels, train), models.
+// bnorm: the command line. Subcommands: train, evaluate, export, quantize, bench
+// (kernels, train), models.
 // Exit status: 0 success, 1 a run-time failure (data, checkpoint, I/O), 2 bad
 // arguments. Every failure is one line on stderr starting "bnorm: error: ".
 #include <bnorm/bnorm.hpp>
@@ -38,6 +39,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   bnorm::cli::add_train_command(app);
   bnorm::cli::add_evaluate_command(app);
+  bnorm::cli::add_export_command(app);
+  bnorm::cli::add_quantize_command(app);
   bnorm::cli::add_bench_command(app);
   bnorm::cli::add_models_command(app);
   // CLI11 would report an unknown first word as "A subcommand is required", a missing

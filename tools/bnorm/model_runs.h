@@ -1,0 +1,56 @@
+// What the inference commands (evaluate, export, quantize) share: a checkpoint's model
+// rebuilt in eval mode, a timed and scored pass over a data set with any model (the
+// checkpoint's, its folded form, its simulated int8 form), the logits of such a pass,
+// and the .npy file the logits go to.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "nn/replica_evaluation.h"
+#include "nn/sequential.h"
+#include "nn/trainer.h"
+
+namespace bnorm::cli {
+
+struct CheckpointModel {
+  nn::TrainOptions options;  // the checkpoint's (model name, batch size, ...)
+  int epochs = 0;            // epochs the checkpoint was trained for
+  std::unique_ptr<nn::Sequential<float>> model;  // its weights and statistics, eval mode
+};
+
+// Reads and checks `path` like `bnorm evaluate` (a damaged file: an error naming it).
+CheckpointModel load_checkpoint_model(const std::string& path);
+
+// A fresh model of the checkpoint's layers (its state is copied in by whoever uses it):
+// what ReplicaEvaluator needs to build per-thread copies. `rewrite` turns the copy
+// into the same form as the evaluated model (folded, simulated int8), or is empty.
+nn::ReplicaEvaluator::CopyMaker copies_of(
+    const std::string& model_name,
+    std::function<void(nn::Sequential<float>&)> rewrite = {});
+
+struct ModelScore {
+  double loss = 0, accuracy = 0;
+  int64_t examples = 0;
+  double seconds = 0;  // the median of the timed passes
+  double examples_per_sec = 0;
+};
+
+// Loss and accuracy of `model` (eval mode) over `data`, in batches of batch_size on
+// `threads` threads (batch-level threads, replica_evaluation.h). `repeats` passes are
+// timed and the median is kept (the scores are the same in every pass).
+ModelScore score_model(nn::Sequential<float>& model, const nn::ReplicaEvaluator::CopyMaker& copies,
+                       const data::ImageDataset& data, int64_t batch_size, int threads,
+                       int repeats = 1);
+
+// The logits of every example of `data`, (count, classes) row-major, in batches.
+std::vector<float> model_logits(nn::Sequential<float>& model, const data::ImageDataset& data,
+                                int64_t batch_size, int64_t* classes);
+
+// A float32 C-order array as NumPy's .npy format version 1.0 (the bytes of the file).
+std::string npy_bytes(const std::vector<float>& values, const std::vector<int64_t>& shape);
+
+}  // namespace bnorm::cli
