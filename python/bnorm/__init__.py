@@ -23,6 +23,11 @@ The rest of the family, with torch.nn's names and defaults (python/bnorm/norms.p
     y = bnorm.layer_norm(x, (768,), w, b)             # like F.layer_norm; also rms_norm,
     y, mean, rstd = bnorm.layer_norm_training(x, (768,), w, b)  # group_norm, instance_norm
     dx, dw, db = bnorm.layer_norm_backward(x, dy, (768,), mean, rstd, w)
+
+Batch norm folded into the conv / linear layer before it, for inference (folding.py):
+
+    w2, b2 = bnorm.fold_batch_norm(conv_w, conv_b, bn.running_mean, bn.running_var,
+                                   bn.weight, bn.bias, bn.eps)
 """
 from . import _bnorm
 from .functional import (
@@ -35,6 +40,7 @@ from .functional import (
     batch_norm_relu_training,
     batch_norm_training,
 )
+from .folding import fold_batch_norm
 from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .sync import MPICollective, SyncBatchNorm
 from .norm_functional import (
@@ -99,6 +105,7 @@ __all__ = [
     "InstanceNorm1d",
     "InstanceNorm2d",
     "InstanceNorm3d",
+    "fold_batch_norm",
     "set_num_threads",
     "get_num_threads",
     "kernel_isa",

@@ -294,6 +294,7 @@ namespace bnorm::python {
 void bind_batch_norm_module(py::module_& m);  // module.cpp
 void bind_norm_functional(py::module_& m);    // norm_functional.cpp
 void bind_norm_modules(py::module_& m);       // norm_modules.cpp
+void bind_fold(py::module_& m);               // fold.cpp
 }  // namespace bnorm::python
 
 PYBIND11_MODULE(_bnorm, m) {
@@ -353,6 +354,7 @@ PYBIND11_MODULE(_bnorm, m) {
   bnorm::python::bind_batch_norm_module(m);
   bnorm::python::bind_norm_functional(m);
   bnorm::python::bind_norm_modules(m);
+  bnorm::python::bind_fold(m);
   m.def("set_num_threads", &bnorm::set_num_threads, py::arg("n"),
         "Threads for every call; n <= 0 restores the default. Results do not depend on it.");
   m.def("get_num_threads", &bnorm::get_num_threads);
