@@ -4,6 +4,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <cstring>
+#include <optional>
 #include <span>
 #include <type_traits>
 #include <variant>
@@ -107,14 +108,27 @@ class Exporter {
   std::string run(nn::Sequential<float>& model) {
     std::string x = "input";
     nn::Shape shape{1, 1, 28, 28};
-    if (plan_) x = quantize_dequantize(x, plan_->input);
+    // The quantization of the value x holds (with a plan).
+    std::optional<ActivationQuantization> current;
+    if (plan_) x = quantize_dequantize(x, *(current = plan_->input));
     for (size_t i = 0; i < model.size(); ++i) {
       nn::Layer<float>& layer = model.layer(i);
       layer_ = std::to_string(i) + "." + layer.describe();
       const nn::Shape out = layer.output_shape(shape);
+      const std::string in = x;
       x = emit(layer, i, x, shape);
-      if (plan_ && i < plan_->outputs.size() && plan_->outputs[i])
-        x = quantize_dequantize(x, *plan_->outputs[i]);
+      if (plan_ && i < plan_->outputs.size() && plan_->outputs[i]) {
+        x = quantize_dequantize(x, *(current = plan_->outputs[i]));
+      } else if (plan_ && current && x != in && i + 1 < model.size()) {
+        // A layer that moves values without changing them (flatten, max pooling): its
+        // output is on its input's grid, and a Q/DQ pair with the same scale and zero
+        // point is exact there. It marks the next layer's input as quantized, which is
+        // what lets a runtime run that layer in int8 (onnxruntime fuses DQ -> Gemm -> Q
+        // into QGemm only when the DQ comes right before the Gemm).
+        x = quantize_dequantize(x, *current);
+      } else if (plan_) {
+        current.reset();
+      }
       shape = out;
     }
     if (!(shape == nn::Shape{1, 10}))

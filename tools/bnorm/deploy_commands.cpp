@@ -99,11 +99,12 @@ void run_quantize(const QuantizeArgs& a) {
                                    }),
                                    d.test, m.options.batch_size, threads);
   io::write_file_atomically(a.onnx, bytes);
-  std::printf("calibrated on %lld training examples (%s)\n",
-              static_cast<long long>(co.examples),
-              co.method == deploy::Calibration::minmax
-                  ? "min/max"
-                  : ("percentile " + std::to_string(co.percentile)).c_str());
+  if (co.method == deploy::Calibration::minmax)
+    std::printf("calibrated on %lld training examples (min/max)\n",
+                static_cast<long long>(co.examples));
+  else
+    std::printf("calibrated on %lld training examples (percentile %g)\n",
+                static_cast<long long>(co.examples), co.percentile);
   std::printf("test acc on %lld examples: float %.4f, int8 (simulated) %.4f  |  test loss float "
               "%.4f, int8 %.4f\n",
               static_cast<long long>(d.test.count), f.accuracy, q.accuracy, f.loss, q.loss);
