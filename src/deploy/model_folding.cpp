@@ -85,13 +85,25 @@ FoldReport fold_batch_norms(nn::Sequential<T>& model) {
     throw std::invalid_argument(
         "fold batch norm: the model is in training mode, where batch norm normalizes with "
         "each batch's own statistics and no weight can hold it; fold an eval-mode model");
-  for (size_t i = 0; i < model.size(); ++i)
-    if (auto* bn = dynamic_cast<nn::BatchNormLayer<T>*>(&model.layer(i));
-        bn && !bn->module().options().track_running_stats)
-      throw std::invalid_argument("fold batch norm: layer " + std::to_string(i) + " (" +
-                                  bn->describe() +
-                                  ") keeps no running statistics, so it normalizes with the "
+  // Every refusal before the first change: a model is folded whole or not at all.
+  for (size_t i = 0; i < model.size(); ++i) {
+    auto* bn = dynamic_cast<nn::BatchNormLayer<T>*>(&model.layer(i));
+    if (!bn) continue;
+    const std::string layer =
+        "fold batch norm: layer " + std::to_string(i) + " (" + bn->describe() + ")";
+    if (!bn->module().options().track_running_stats)
+      throw std::invalid_argument(layer +
+                                  " keeps no running statistics, so it normalizes with the "
                                   "batch's own in eval mode too and cannot fold");
+    // A negative variance has no square root: a corrupted statistic, not one to fold.
+    // NaN passes: it makes its own channel NaN, visibly (as bnorm::fold_batch_norm does).
+    const std::span<const T> var = bn->module().running_var();
+    for (size_t k = 0; k < var.size(); ++k)
+      if (static_cast<double>(var[k]) + bn->module().options().eps <= 0)
+        throw std::invalid_argument(layer + ": running_var[" + std::to_string(k) +
+                                    "] + eps must be > 0, got " + std::to_string(var[k]) +
+                                    " + " + std::to_string(bn->module().options().eps));
+  }
   FoldReport report;
   size_t original = 0;  // the index layer i had before folding
   for (size_t i = 0; i < model.size(); ++i, ++original) {
@@ -123,10 +135,7 @@ FoldReport fold_batch_norms(nn::Sequential<T>& model) {
     std::vector<T> scale(static_cast<size_t>(c)), shift(static_cast<size_t>(c));
     for (int64_t k = 0; k < c; ++k) {
       const auto ks = static_cast<size_t>(k);
-      const double var = static_cast<double>(m.running_var()[ks]);
-      if (!(var + eps > 0) && !std::isnan(var))
-        throw std::invalid_argument("fold batch norm: layer " + std::to_string(original) +
-                                    " running_var[" + std::to_string(k) + "] + eps is not > 0");
+      const double var = static_cast<double>(m.running_var()[ks]);  // + eps > 0: checked above
       const double s = (gamma.empty() ? 1.0 : static_cast<double>(gamma[ks])) / std::sqrt(var + eps);
       scale[ks] = static_cast<T>(s);
       shift[ks] = static_cast<T>((beta.empty() ? 0.0 : static_cast<double>(beta[ks])) -

@@ -3,6 +3,7 @@
 #include <bnorm/bnorm.hpp>
 #include <onnx/onnx_pb.h>
 
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <span>
@@ -358,6 +359,30 @@ void tensor_type(onnx::ValueInfoProto* v, const std::string& name,
 
 }  // namespace
 
+void check_exportable_state(nn::Sequential<float>& model) {
+  for (size_t i = 0; i < model.size(); ++i) {
+    nn::Layer<float>& layer = model.layer(i);
+    const std::string where = "export: layer " + std::to_string(i) + "." + layer.describe();
+    nn::StateLists<float> state;
+    layer.collect_state(state, "");
+    auto check = [&](const std::string& name, std::span<const float> values) {
+      for (float v : values)
+        if (!std::isfinite(v))
+          throw ExportError(where + ": " + name + " holds " + (std::isnan(v) ? "NaN" : "an infinity") +
+                            ", so the exported model would compute NaN (a diverged training run?)");
+    };
+    for (const auto& p : state.parameters) check(p.name, p.value);
+    for (const auto& b : state.buffers) check(b.name, b.value);
+    if (auto* bn = dynamic_cast<nn::BatchNormLayer<float>*>(&layer)) {
+      const std::span<const float> var = bn->module().running_var();
+      for (size_t k = 0; k < var.size(); ++k)
+        if (static_cast<double>(var[k]) + bn->module().options().eps <= 0)
+          throw ExportError(where + ": running_var[" + std::to_string(k) +
+                            "] + eps must be > 0 (a variance), got " + std::to_string(var[k]));
+    }
+  }
+}
+
 std::string export_onnx(nn::Sequential<float>& model, const OnnxExportOptions& options) {
   if (model.is_training())
     throw std::invalid_argument("export: the model is in training mode; export an eval-mode model");
@@ -373,6 +398,7 @@ std::string export_onnx(nn::Sequential<float>& model, const OnnxExportOptions& o
   g->set_name(options.graph_name);
   tensor_type(g->add_input(), "input", {-1, 1, 28, 28});
   tensor_type(g->add_output(), "logits", {-1, 10});
+  check_exportable_state(model);
   Exporter exporter(*g, options.quantization);
   const std::string last = exporter.run(model);
   if (last == "input") throw ExportError("export: the model has no layer that computes anything");

@@ -40,6 +40,12 @@ struct OnnxExportOptions {
   const QuantizationPlan* quantization = nullptr;  // null: float
 };
 
+// Every parameter and buffer finite, every batch norm's running_var + eps > 0, or an
+// ExportError naming the layer and tensor: a model that would compute NaN for every input
+// (a diverged run's checkpoint) is refused, not written. export_onnx checks it; a caller
+// that folds first checks before folding, so the message names the original layer.
+void check_exportable_state(nn::Sequential<float>& model);
+
 // The model, in eval mode (std::invalid_argument otherwise), serialized and checked.
 std::string export_onnx(nn::Sequential<float>& model, const OnnxExportOptions& options);
 

@@ -398,6 +398,13 @@ TrainOptions Trainer::options_from(const Checkpoint& c, const std::string& sourc
     throw CheckpointError(source + ": dtype " + meta(c, "dtype", source) + " (this trainer is float32)");
   TrainOptions o;
   o.model = meta(c, "model", source);
+  const auto& names = model_names();
+  if (std::find(names.begin(), names.end(), o.model) == names.end()) {
+    std::string choices;
+    for (const auto& n : names) choices += (choices.empty() ? "" : ", ") + n;
+    throw CheckpointError(source + ": the metadata names an unknown model '" + o.model +
+                          "' (this bnorm knows " + choices + ")");
+  }
   o.seed = parse_number<uint64_t>(c, "seed", source);
   o.batch_size = parse_number<int64_t>(c, "batch_size", source);
   o.sgd.lr = parse_number<double>(c, "lr", source);

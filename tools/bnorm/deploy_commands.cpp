@@ -29,6 +29,7 @@ struct QuantizeArgs {
   int64_t calibration_examples = 1000;
   std::string calibration = "minmax";
   double percentile = 99.99;
+  bool percentile_given = false;
   int threads = 0;
   bool force = false;
   DataOptions data;
@@ -41,8 +42,8 @@ void check_onnx_path(const std::string& onnx, const std::string& checkpoint,
   std::vector<io::NamedPath> inputs{{"--checkpoint", checkpoint}};
   for (const std::string& file : data_inputs) inputs.push_back({"--data", file});
   const io::NamedPath out{"--onnx", onnx};
+  io::check_distinct(inputs, {out});  // first: "the same file as --checkpoint" says more
   io::check_output(out, io::OutputKind::onnx, force);
-  io::check_distinct(inputs, {out});
 }
 
 std::string describe_doc(const CheckpointModel& m, const char* what) {
@@ -53,6 +54,7 @@ std::string describe_doc(const CheckpointModel& m, const char* what) {
 void run_export(const ExportArgs& a) {
   check_onnx_path(a.onnx, a.checkpoint, {}, a.force);
   CheckpointModel m = load_checkpoint_model(a.checkpoint);
+  deploy::check_exportable_state(*m.model);
   if (!a.no_fold) std::printf("%s", deploy::fold_batch_norms(*m.model).summary().c_str());
   deploy::OnnxExportOptions o;
   o.graph_name = m.options.model;
@@ -64,12 +66,16 @@ void run_export(const ExportArgs& a) {
 }
 
 void run_quantize(const QuantizeArgs& a) {
+  if (a.percentile_given && a.calibration != "percentile")
+    throw UsageError("--percentile applies to --calibration percentile only (the calibration "
+                     "is " + a.calibration + ")");
   if (a.calibration_examples < 1)
     throw UsageError("--calibration-examples must be at least 1 (got " +
                      std::to_string(a.calibration_examples) + ")");
   check_onnx_path(a.onnx, a.checkpoint, data_files(a.data), a.force);
   const int threads = apply_threads(a.threads);
   CheckpointModel m = load_checkpoint_model(a.checkpoint);
+  deploy::check_exportable_state(*m.model);
   const deploy::FoldReport report = deploy::fold_batch_norms(*m.model);
   std::printf("%s", report.summary().c_str());
   const data::TrainTest d = load_data(a.data);
@@ -153,7 +159,8 @@ void add_quantize_command(CLI::App& app) {
                   "With --calibration percentile: keep the values between the (100 - P)-th and "
                   "the P-th percentile")
       ->check(finite_between(50.000001, 100))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->each([args](const std::string&) { args->percentile_given = true; });
   sub->add_flag("--force", args->force, "Replace an existing --onnx file that is not an ONNX model");
   add_threads_option(*sub, args->threads);
   add_data_options(*sub, args->data, false);

@@ -48,8 +48,8 @@ void check_paths(const EvaluateArgs& a) {
   std::vector<io::NamedPath> inputs{{"--checkpoint", a.checkpoint}};
   for (const std::string& file : data_files(a.data)) inputs.push_back({"--data", file});
   const io::NamedPath out{"--logits", a.logits};
-  io::check_output(out, io::OutputKind::npy, a.force);
   io::check_distinct(inputs, {out});
+  io::check_output(out, io::OutputKind::npy, a.force);
 }
 
 void run_evaluate(const EvaluateArgs& a) {
