@@ -105,8 +105,11 @@ FoldReport fold_batch_norms(nn::Sequential<T>& model) {
                                     " + " + std::to_string(bn->module().options().eps));
   }
   FoldReport report;
-  size_t original = 0;  // the index layer i had before folding
-  for (size_t i = 0; i < model.size(); ++i, ++original) {
+  // origin[i]: the index layer i had before folding (the report speaks of those).
+  std::vector<size_t> origin(model.size());
+  for (size_t i = 0; i < origin.size(); ++i) origin[i] = i;
+  for (size_t i = 0; i < model.size(); ++i) {
+    const size_t original = origin[i];
     auto* bn = dynamic_cast<nn::BatchNormLayer<T>*>(&model.layer(i));
     if (!bn) continue;
     BatchNorm<T>& m = bn->module();
@@ -116,7 +119,7 @@ FoldReport fold_batch_norms(nn::Sequential<T>& model) {
     FoldTarget<T> target;
     if (i > 0 && fold_target(model.layer(i - 1), target) && target.out_channels == c) {
       const std::string what = std::to_string(original) + "." + bn->describe() + " into " +
-                               std::to_string(original - 1) + "." + model.layer(i - 1).describe();
+                               std::to_string(origin[i - 1]) + "." + model.layer(i - 1).describe();
       if (target.bias.empty()) {
         model.replace(i - 1, with_bias(model.layer(i - 1)));
         fold_target(model.layer(i - 1), target);
@@ -127,6 +130,7 @@ FoldReport fold_batch_norms(nn::Sequential<T>& model) {
                                        Layout::channels_first},
                          target.bias);
       model.erase(i);
+      origin.erase(origin.begin() + static_cast<std::ptrdiff_t>(i));
       --i;
       report.folded.push_back(what);
       continue;
@@ -141,7 +145,7 @@ FoldReport fold_batch_norms(nn::Sequential<T>& model) {
       shift[ks] = static_cast<T>((beta.empty() ? 0.0 : static_cast<double>(beta[ks])) -
                                  static_cast<double>(m.running_mean()[ks]) * s);
     }
-    const std::string before = i > 0 ? std::to_string(original - 1) + "." +
+    const std::string before = i > 0 ? std::to_string(origin[i - 1]) + "." +
                                            model.layer(i - 1).describe()
                                      : std::string("the input");
     const std::string was = std::to_string(original) + "." + bn->describe();

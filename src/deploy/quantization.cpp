@@ -247,14 +247,18 @@ void simulate(nn::Sequential<float>& model, const QuantizationPlan& plan) {
       w = conv->weight(), b = conv->bias();
     else if (auto* linear = dynamic_cast<nn::Linear<float>*>(&model.layer(i)))
       w = linear->weight(), b = linear->bias();
-    if (w.size() != q.weight.size() || b.size() != q.bias.size())
+    // A layer without bias has the plan's all-zero int32 bias (quantize_weights).
+    const bool no_bias = b.empty() && std::all_of(q.bias.begin(), q.bias.end(),
+                                                  [](int32_t v) { return v == 0; });
+    const size_t channels = q.weight_scale.size();
+    if (w.size() != q.weight.size() || channels == 0 || (!no_bias && b.size() != channels))
       throw std::invalid_argument("quantize: layer " + std::to_string(i) +
                                   " does not match the plan's weights");
-    const size_t per = w.size() / b.size();
-    for (size_t k = 0; k < b.size(); ++k) {
+    const size_t per = w.size() / channels;
+    for (size_t k = 0; k < channels; ++k) {
       for (size_t j = 0; j < per; ++j)
         w[k * per + j] = static_cast<float>(q.weight[k * per + j]) * q.weight_scale[k];
-      b[k] = static_cast<float>(q.bias[k]) * q.bias_scale[k];
+      if (!no_bias) b[k] = static_cast<float>(q.bias[k]) * q.bias_scale[k];
     }
   }
   for (size_t i = model.size(); i-- > 0;)
