@@ -389,6 +389,18 @@ def test_a_damaged_checkpoint_is_one_line_and_writes_nothing(work, cmd, how):
     assert ckpt.read_bytes() == data
 
 
+def edited_checkpoint(work, edit):
+    """The good checkpoint with edit(meta, tensors) applied, re-sealed (a valid checksum)
+    as bad.ckpt; returns its path and the words edit says the error must contain."""
+    d, ckpt = work
+    meta, tensors = read_checkpoint(ckpt)
+    meta, tensors = dict(meta), {k: v.copy() for k, v in tensors.items()}
+    needle = edit(meta, tensors)
+    bad = d / "bad.ckpt"
+    write_checkpoint(bad, meta, tensors)
+    return bad, needle
+
+
 def _missing_tensor(meta, tensors):
     del tensors["model.9.weight"]
     return "model.9.weight"
@@ -424,12 +436,8 @@ def _unknown_model(meta, tensors):
     _missing_tensor, _wrong_shape, _wrong_dtype, _extra_tensor, _no_model, _unknown_model,
 ], ids=lambda f: f.__name__.strip("_"))
 def test_a_well_formed_checkpoint_that_does_not_fit_its_model_is_refused(work, cmd, edit):
-    d, ckpt = work
-    meta, tensors = read_checkpoint(ckpt)
-    meta, tensors = dict(meta), {k: v.copy() for k, v in tensors.items()}
-    needle = edit(meta, tensors)
-    bad = d / "bad.ckpt"
-    write_checkpoint(bad, meta, tensors)
+    d, _ = work
+    bad, needle = edited_checkpoint(work, edit)
     before = sorted(os.listdir(d))
     refused(run(*command(cmd, bad, d / "out.onnx")), 1, d, before, needle, str(bad))
 
@@ -511,12 +519,8 @@ def test_a_model_that_would_compute_nan_is_refused_naming_the_layer(work, cmd, e
     # A diverged run's checkpoint is well formed; its ONNX model would compute NaN for
     # every input. export and quantize refuse it naming the layer and tensor of the
     # checkpoint's model, before folding (which would smear it into the conv weights).
-    d, ckpt = work
-    meta, tensors = read_checkpoint(ckpt)
-    meta, tensors = dict(meta), {k: v.copy() for k, v in tensors.items()}
-    needle = edit(meta, tensors)
-    bad = d / "bad.ckpt"
-    write_checkpoint(bad, meta, tensors)
+    d, _ = work
+    bad, needle = edited_checkpoint(work, edit)
     before = sorted(os.listdir(d))
     line = one_line_error(run(*command(cmd, bad, d / "out.onnx", *extra)), 1)
     assert needle in line, line

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../nn/synthetic_data.h"
 #include "data/dataset.h"
 #include "nn/batch_norm_layer.h"
 #include "nn/random.h"
@@ -90,24 +91,9 @@ std::vector<std::string> layer_descriptions(const nn::Sequential<T>& model) {
   return out;
 }
 
-// A small image set: `count` 1x28x28 images, pixels uniform in [0, 1) with a bright
-// bar whose row depends on the label (so examples differ in a structured way).
+// A small image set: nn::testing::synthetic_images (tests/cpp/nn/synthetic_data.h).
 inline data::ImageDataset tiny_dataset(int64_t count, uint64_t seed) {
-  data::ImageDataset d;
-  d.count = count;
-  d.rows = d.cols = 28;
-  d.images.resize(static_cast<size_t>(count * 28 * 28));
-  d.labels.resize(static_cast<size_t>(count));
-  nn::Rng rng(seed);
-  for (int64_t n = 0; n < count; ++n) {
-    const auto label = static_cast<int32_t>(rng.below(10));
-    d.labels[static_cast<size_t>(n)] = label;
-    float* img = d.images.data() + n * 28 * 28;
-    for (int64_t i = 0; i < 28 * 28; ++i) img[i] = static_cast<float>(0.3 * rng.uniform());
-    for (int64_t r = 2 + 2 * label; r < 5 + 2 * label; ++r)
-      for (int64_t c = 4; c < 24; ++c) img[r * 28 + c] = 0.9f;
-  }
-  return d;
+  return nn::testing::synthetic_images(count, seed);
 }
 
 // The first `count` images of a data set as one (count, 1, 28, 28) batch.
