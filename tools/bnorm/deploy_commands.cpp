@@ -3,6 +3,7 @@
 // network with the engine's prediction of its accuracy (src/deploy/).
 #include <cstdio>
 #include <memory>
+#include <sstream>
 
 #include "cli_common.h"
 #include "deploy/model_folding.h"
@@ -69,6 +70,9 @@ void run_quantize(const QuantizeArgs& a) {
   if (a.percentile_given && a.calibration != "percentile")
     throw UsageError("--percentile applies to --calibration percentile only (the calibration "
                      "is " + a.calibration + ")");
+  if (a.percentile <= 50)
+    throw UsageError("--percentile must be above 50 (at 50 the kept range is one value), got " +
+                     (std::ostringstream() << a.percentile).str());
   if (a.calibration_examples < 1)
     throw UsageError("--calibration-examples must be at least 1 (got " +
                      std::to_string(a.calibration_examples) + ")");
@@ -157,8 +161,8 @@ void add_quantize_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--percentile", args->percentile,
                   "With --calibration percentile: keep the values between the (100 - P)-th and "
-                  "the P-th percentile")
-      ->check(finite_between(50.000001, 100))
+                  "the P-th percentile (50 < P <= 100)")
+      ->check(finite_between(50, 100))
       ->capture_default_str()
       ->each([args](const std::string&) { args->percentile_given = true; });
   sub->add_flag("--force", args->force, "Replace an existing --onnx file that is not an ONNX model");
