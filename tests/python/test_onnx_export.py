@@ -488,12 +488,17 @@ def test_calibration_examples_zero_is_a_bad_argument(work):
     refused(r, 2, d, before, "--calibration-examples")
 
 
-def test_percentile_without_percentile_calibration_is_a_bad_argument(work):
+@pytest.mark.parametrize("args,words", [
+    (["--percentile", "99"], "--calibration percentile"),
+    (["--calibration", "percentile", "--percentile", "50"], "above 50"),
+    (["--calibration", "percentile", "--percentile", "100.5"], "--percentile"),
+    (["--calibration", "percentile", "--percentile", "nan"], "--percentile"),
+])
+def test_bad_percentile_is_a_bad_argument(work, args, words):
     d, ckpt = work
     before = sorted(os.listdir(d))
-    r = run("quantize", "--checkpoint", str(ckpt), "--onnx", str(d / "out.onnx"),
-            "--percentile", "99")
-    refused(r, 2, d, before, "--percentile", "--calibration percentile")
+    r = run("quantize", "--checkpoint", str(ckpt), "--onnx", str(d / "out.onnx"), *args)
+    refused(r, 2, d, before, "--percentile", words)
 
 
 def _nan_running_var(meta, tensors):
