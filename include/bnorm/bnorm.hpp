@@ -236,9 +236,10 @@ extern template class BatchNorm<float>;
 extern template class BatchNorm<double>;
 
 // ---- batch norm folded into the conv or linear layer before it (bnorm.h has the
-// formulas). weight: shape (out_channels, ...), e.g. conv (Cout, Cin, kh, kw) or linear
-// (out, in); folded_weight has the same sizes. bias, gamma, beta: empty or one value per
-// output channel (empty: 0, 1, 0); running statistics and folded_bias: one per channel.
+// formulas). weight: shape (out_channels, ...), channels-first, e.g. conv (Cout, Cin, kh,
+// kw) or linear (out, in); folded_weight has the same sizes and layout. bias, gamma, beta:
+// empty or one value per output channel (empty: 0, 1, 0); running statistics and
+// folded_bias: one per channel.
 // folded_weight may be weight's memory and folded_bias bias's (in place).
 template <class T>
 void fold_batch_norm(const TensorView<const T>& weight, std::span<const T> bias,

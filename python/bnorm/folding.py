@@ -19,7 +19,8 @@ def fold_batch_norm(weight, bias, running_mean, running_var, gamma=None, beta=No
     bias, gamma, beta: None (0, 1, 0: a layer without bias, batch norm without affine) or
     arrays of shape (out_channels,); running_mean, running_var: (out_channels,), the batch
     norm's running statistics. Raises TypeError for a wrong dtype and ValueError naming
-    the argument for a wrong shape, eps < 0, running_var + eps <= 0 or a NaN.
+    the argument for a wrong shape, eps < 0 or NaN, or running_var + eps <= 0. A NaN
+    statistic is not an error: it makes its own output channel NaN, visibly.
     """
     return _bnorm.fold_batch_norm(weight, bias, running_mean, running_var, gamma, beta,
                                   float(eps))

@@ -5,7 +5,8 @@
 // weight: (out_channels, ...) of dtype float32 or float64, any memory order (read as C
 // order); bias, gamma, beta: None (0, 1, 0) or one value per output channel. Returns new
 // C-order arrays (weight', bias') of weight's dtype. Wrong dtypes are TypeErrors, wrong
-// shapes and values (eps < 0, var + eps <= 0, NaN) ValueErrors naming the argument.
+// shapes and values (eps < 0 or NaN, var + eps <= 0) ValueErrors naming the argument; a
+// NaN statistic makes its own output channel NaN (as in C++).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 

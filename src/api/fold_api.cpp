@@ -46,6 +46,16 @@ void fold_batch_norm(const TensorView<const T>& weight, std::span<const T> bias,
                 std::string(op) + ": folded_weight is " +
                     api::describe(folded_weight.sizes, Layout::channels_first) +
                     ", expected weight's " + api::describe(weight.sizes, Layout::channels_first));
+  // The formula reads both as (out_channels, rest) in memory order: a layout flag that
+  // differs would scramble the result, so the two must agree.
+  if (folded_weight.layout != weight.layout)
+    throw Error(BNORM_ERROR_INVALID_SHAPE,
+                std::string(op) + ": folded_weight's layout must be weight's (both channels-"
+                                  "first or both channels-last)");
+  if (weight.layout != Layout::channels_first)
+    throw Error(BNORM_ERROR_INVALID_SHAPE,
+                std::string(op) + ": weight's layout must be channels-first (output channels "
+                                  "outermost, as conv and linear weights are stored)");
   const int64_t channels = weight.sizes[0];
   int64_t per_channel = 1;
   for (size_t d = 1; d < weight.sizes.size(); ++d) {

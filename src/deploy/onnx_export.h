@@ -10,9 +10,10 @@
 //   Tanh / Relu;  AvgPool2d / MaxPool2d -> AveragePool / MaxPool;  Flatten -> Flatten
 //   (axis 1);  Dropout -> nothing (identity at inference);  BatchNorm (not folded) ->
 //   BatchNormalization with its running statistics;  ChannelAffine -> Mul, Add;
-//   LayerNorm, GroupNorm, InstanceNorm (own statistics), RMSNorm -> their decomposition:
-//   ReduceMean over the normalized axes (GroupNorm after a Reshape to (N, G, rest)),
-//   Sub, Mul, ReduceMean, Add eps, Sqrt, Div, then Mul weight and Add bias;
+//   LayerNorm, GroupNorm, InstanceNorm (own statistics) -> Reshape to (N, groups, rest),
+//   InstanceNormalization (scale 1, bias 0), Reshape back, Mul weight, Add bias (opset 13
+//   has no LayerNormalization; OpenCV 4.6 imports this form, not the ReduceMean one);
+//   RMSNorm -> Mul, ReduceMean, Add eps, Sqrt, Div, Mul weight;
 //   InstanceNorm with running statistics in eval mode -> BatchNormalization.
 // With a QuantizationPlan (quantization.h): QuantizeLinear / DequantizeLinear on the
 // input and on every quantized layer output, int8 weights and int32 biases behind

@@ -74,17 +74,23 @@ QuantizedWeights quantize_weights(std::span<const float> weight, std::span<const
   for (size_t k = 0; k < c; ++k) {
     float largest = 0;
     for (size_t j = 0; j < per; ++j) largest = std::max(largest, std::fabs(weight[k * per + j]));
-    const float s = largest > 0 ? largest / 127.f : 1.f;
+    float s = largest > 0 ? largest / 127.f : 1.f;
+    // The bias must fit int32 at scale input_scale * s. A folded channel with a tiny gamma
+    // has tiny weights (tiny s) but a bias near beta, which would saturate: widen s until
+    // it fits (the weights then use fewer of their 255 steps; onnxruntime's quantizer
+    // does the same), rather than clamp the bias to a wrong value.
+    const double b = bias.empty() ? 0.0 : static_cast<double>(bias[k]);
+    constexpr double kInt32Max = 2147483647.0;
+    const double needed = std::fabs(b) / (static_cast<double>(input_scale) * kInt32Max);
+    if (needed > static_cast<double>(s)) s = std::nextafter(static_cast<float>(needed), INFINITY);
     q.weight_scale[k] = s;
     for (size_t j = 0; j < per; ++j) {
       const float v = std::clamp(std::nearbyint(weight[k * per + j] / s), -127.f, 127.f);
       q.weight[k * per + j] = static_cast<int8_t>(v);
     }
     q.bias_scale[k] = input_scale * s;
-    const double b = bias.empty() ? 0.0 : static_cast<double>(bias[k]);
     const double v = std::nearbyint(b / static_cast<double>(q.bias_scale[k]));
-    q.bias[k] = static_cast<int32_t>(std::clamp(v, double(std::numeric_limits<int32_t>::min()),
-                                                double(std::numeric_limits<int32_t>::max())));
+    q.bias[k] = static_cast<int32_t>(std::clamp(v, -kInt32Max - 1, kInt32Max));
   }
   return q;
 }
@@ -189,6 +195,19 @@ QuantizationPlan calibrate(nn::Sequential<float>& model, const data::ImageDatase
   std::vector<int32_t> labels;
   const std::vector<int64_t> in_order;
   const int passes = o.method == Calibration::percentile ? 2 : 1;
+  // Point p: 0 the network input, 1 + i layer i's output (for the messages).
+  const auto point_name = [&model](size_t p) {
+    return p == 0 ? std::string("the network input")
+                  : "the output of layer " + std::to_string(p - 1) + " (" +
+                        model.layer(p - 1).describe() + ")";
+  };
+  const auto quantization_at = [&](size_t p, float lo, float hi) {
+    try {
+      return activation_quantization(lo, hi);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string(e.what()) + " (at " + point_name(p) + ")");
+    }
+  };
   for (int pass = 0; pass < passes; ++pass) {
     for (int64_t first = 0; first < o.examples; first += o.batch_size) {
       nn::gather_examples(train, in_order, first, std::min(o.examples, first + o.batch_size),
@@ -196,10 +215,14 @@ QuantizationPlan calibrate(nn::Sequential<float>& model, const data::ImageDatase
       model.forward(batch);
       for (size_t p = 0; p <= n_layers; ++p) {
         const nn::Tensor<float>& t = p == 0 ? batch : model.output(p - 1);
-        if (pass == 0)
-          obs[p].see_range(t.data(), t.numel());
-        else
-          obs[p].see_histogram(t.data(), t.numel());
+        try {
+          if (pass == 0)
+            obs[p].see_range(t.data(), t.numel());
+          else
+            obs[p].see_histogram(t.data(), t.numel());
+        } catch (const std::invalid_argument& e) {
+          throw std::invalid_argument(std::string(e.what()) + " (first at " + point_name(p) + ")");
+        }
       }
     }
   }
@@ -212,7 +235,7 @@ QuantizationPlan calibrate(nn::Sequential<float>& model, const data::ImageDatase
   plan.percentile = o.percentile;
   plan.calibration_examples = o.examples;
   const auto [in_lo, in_hi] = range(0);
-  plan.input = activation_quantization(in_lo, in_hi);
+  plan.input = quantization_at(0, in_lo, in_hi);
   plan.outputs.resize(n_layers);
   plan.weights.resize(n_layers);
   float input_scale = plan.input.scale;  // the scale of the value the next layer reads
@@ -226,7 +249,7 @@ QuantizationPlan calibrate(nn::Sequential<float>& model, const data::ImageDatase
                                          input_scale);
     if (i + 1 < n_layers && changes_values(l)) {
       const auto [lo, hi] = range(i + 1);
-      plan.outputs[i] = activation_quantization(lo, hi);
+      plan.outputs[i] = quantization_at(i + 1, lo, hi);
       input_scale = plan.outputs[i]->scale;
     }
   }
@@ -238,7 +261,14 @@ void simulate(nn::Sequential<float>& model, const QuantizationPlan& plan) {
     throw std::invalid_argument("quantize: the plan is for a model of " +
                                 std::to_string(plan.outputs.size()) + " layers, this one has " +
                                 std::to_string(model.size()));
-  // Weights first (indices still the plan's), then the FakeQuantize layers from the back.
+  // Weights first (indices still the plan's), then the FakeQuantize layers from the back;
+  // every layer is checked against the plan before the first is written.
+  struct Target {
+    std::span<float> w, b;
+    const QuantizedWeights* q;
+    bool no_bias;
+  };
+  std::vector<Target> targets;
   for (size_t i = 0; i < model.size(); ++i) {
     if (!plan.weights[i]) continue;
     const QuantizedWeights& q = *plan.weights[i];
@@ -254,11 +284,15 @@ void simulate(nn::Sequential<float>& model, const QuantizationPlan& plan) {
     if (w.size() != q.weight.size() || channels == 0 || (!no_bias && b.size() != channels))
       throw std::invalid_argument("quantize: layer " + std::to_string(i) +
                                   " does not match the plan's weights");
-    const size_t per = w.size() / channels;
+    targets.push_back({w, b, &q, no_bias});
+  }
+  for (const Target& t : targets) {
+    const QuantizedWeights& q = *t.q;
+    const size_t channels = q.weight_scale.size(), per = t.w.size() / channels;
     for (size_t k = 0; k < channels; ++k) {
       for (size_t j = 0; j < per; ++j)
-        w[k * per + j] = static_cast<float>(q.weight[k * per + j]) * q.weight_scale[k];
-      if (!no_bias) b[k] = static_cast<float>(q.bias[k]) * q.bias_scale[k];
+        t.w[k * per + j] = static_cast<float>(q.weight[k * per + j]) * q.weight_scale[k];
+      if (!t.no_bias) t.b[k] = static_cast<float>(q.bias[k]) * q.bias_scale[k];
     }
   }
   for (size_t i = model.size(); i-- > 0;)

@@ -31,7 +31,13 @@ void ReplicaEvaluator::prepare(Sequential<float>& model, const CopyMaker& make_c
     batches_.resize(copies + 1);
     labels_.resize(copies + 1);
   }
-  if (prepared_for_ == &model && replicas_.size() >= copies) return;
+  // The same model, unchanged since (Sequential::structure_version): copies_ still holds
+  // spans into its state. A rewritten model (fold, simulate) gets new copies.
+  if (prepared_for_ == &model && prepared_version_ == model.structure_version() &&
+      replicas_.size() >= copies)
+    return;
+  if (prepared_for_ != &model || prepared_version_ != model.structure_version())
+    replicas_.clear();
   while (replicas_.size() < copies) replicas_.push_back(make_copy());
   states_.clear();
   states_.push_back(model.state());
@@ -55,6 +61,7 @@ void ReplicaEvaluator::prepare(Sequential<float>& model, const CopyMaker& make_c
     if (src.size() != dst.size())
       throw std::logic_error("evaluation: a copy of the model has other shapes");
   prepared_for_ = &model;
+  prepared_version_ = model.structure_version();
 }
 
 // One batch at a time through the model, each over every engine thread.

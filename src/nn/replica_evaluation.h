@@ -40,7 +40,7 @@ class ReplicaEvaluator {
 
   // The loss and accuracy totals of model (in eval mode) over examples [begin, end) of
   // data in batches of batch_size, on `threads` threads; make_copy builds the copies,
-  // which must match model layer for layer (their state names and sizes are checked).
+  // which must match model layer for layer (their state counts and sizes are checked).
   LossTotals run(Sequential<float>& model, const CopyMaker& make_copy,
                  const data::ImageDataset& data, int64_t begin, int64_t end, int64_t batch_size,
                  int threads);
@@ -56,6 +56,7 @@ class ReplicaEvaluator {
   std::vector<std::pair<const Counter*, const Counter*>> counter_copies_;
   std::vector<StateLists<float>> states_;  // keeps the counters copies_ points into
   const Sequential<float>* prepared_for_ = nullptr;
+  uint64_t prepared_version_ = 0;
   std::vector<Tensor<float>> batches_;
   std::vector<std::vector<int32_t>> labels_;
   std::vector<LossTotals> per_batch_;

@@ -27,6 +27,7 @@ template <class T>
 Layer<T>& Sequential<T>::add(std::unique_ptr<Layer<T>> layer) {
   layer->set_training(training_);
   layers_.push_back(std::move(layer));
+  ++structure_;
   outputs_.emplace_back();
   gradients_.emplace_back();
   attach_profile(profile_);  // a layer added later is timed too
@@ -39,6 +40,7 @@ std::unique_ptr<Layer<T>> Sequential<T>::replace(size_t i, std::unique_ptr<Layer
     throw std::invalid_argument("Sequential::replace: no layer " + std::to_string(i));
   layer->set_training(training_);
   std::swap(layers_[i], layer);
+  ++structure_;
   input_ = nullptr;  // the kept activations belong to the old layer
   return layer;
 }
@@ -48,6 +50,7 @@ void Sequential<T>::erase(size_t i) {
   if (i >= layers_.size())
     throw std::invalid_argument("Sequential::erase: no layer " + std::to_string(i));
   layers_.erase(layers_.begin() + static_cast<std::ptrdiff_t>(i));
+  ++structure_;
   outputs_.erase(outputs_.begin() + static_cast<std::ptrdiff_t>(i));
   gradients_.erase(gradients_.begin() + static_cast<std::ptrdiff_t>(i));
   input_ = nullptr;
@@ -64,6 +67,7 @@ void Sequential<T>::insert(size_t i, std::unique_ptr<Layer<T>> layer) {
   layer->set_training(training_);
   const auto at = static_cast<std::ptrdiff_t>(i);
   layers_.insert(layers_.begin() + at, std::move(layer));
+  ++structure_;
   outputs_.insert(outputs_.begin() + at, Tensor<T>());
   gradients_.insert(gradients_.begin() + at, Tensor<T>());
   input_ = nullptr;

@@ -77,6 +77,10 @@ class Sequential {
   // otherwise, before anything changes).
   void copy_state_from(Sequential& from);
 
+  // Changes whenever a layer is added, replaced, erased or inserted: whoever holds spans
+  // into the layers' state (ReplicaEvaluator) knows they are stale.
+  uint64_t structure_version() const { return structure_; }
+
  private:
   std::vector<std::unique_ptr<Layer<T>>> layers_;
   std::vector<Tensor<T>> outputs_;    // outputs_[i]: layer i's output
@@ -84,6 +88,7 @@ class Sequential {
   const Tensor<T>* input_ = nullptr;
   bool training_ = true;
   LayerProfile* profile_ = nullptr;
+  uint64_t structure_ = 0;  // bumped by add, replace, erase, insert
 };
 
 extern template class Sequential<float>;

@@ -8,7 +8,8 @@
 //        [--repeats R] [--logits OUT.f32]
 //
 // Prints one JSON line: examples, accuracy (with --labels), seconds (the median of R
-// timed passes over the N images, batch by batch), examples_per_sec, batch, threads.
+// timed passes over the N images, batch by batch, after one untimed batch),
+// examples_per_sec, batch, threads. Non-finite logits are an error.
 // --logits writes the logits of the first pass, (N, classes) float32 little-endian, raw.
 // Any failure: a message on stderr and exit status 1.
 'use strict';
@@ -79,6 +80,8 @@ async function main() {
   } catch (e) {
     fail(`${a.model}: onnxruntime refuses the model: ${e.message}`);
   }
+  // One untimed batch first: the session's first run allocates and plans its kernels.
+  await session.run({ input: new ort.Tensor('float32', pixels.subarray(0, Math.min(a.batch, n) * 784), [Math.min(a.batch, n), 1, 28, 28]) });
   let logits = null;
   let classes = 0;
   const seconds = [];
@@ -99,6 +102,9 @@ async function main() {
       for (const chunk of pass) { logits.set(chunk, at); at += chunk.length; }
     }
   }
+  // NaN is never hidden: an arg max over NaN logits would quietly pick class 0.
+  const bad = logits.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) fail(`${a.model}: logit ${bad % classes} of example ${Math.floor(bad / classes)} is ${logits[bad]}`);
   seconds.sort((x, y) => x - y);
   const median = seconds[Math.floor(seconds.length / 2)];
   const result = { examples: n, classes, seconds: median, examples_per_sec: n / median, batch: a.batch, threads: a.threads };

@@ -480,12 +480,13 @@ def test_a_write_that_fails_half_way_leaves_no_file(work, cmd):
     refused(r, 1, d, before, "out.onnx", "failed")
 
 
-def test_calibration_examples_zero_is_a_bad_argument(work):
+@pytest.mark.parametrize("count,words", [("0", "at least 1"), ("60001", "exceeds the 60000")])
+def test_a_calibration_count_outside_the_training_set_is_a_bad_argument(work, count, words):
     d, ckpt = work
     before = sorted(os.listdir(d))
     r = run("quantize", "--checkpoint", str(ckpt), "--onnx", str(d / "out.onnx"),
-            "--calibration-examples", "0")
-    refused(r, 2, d, before, "--calibration-examples")
+            "--calibration-examples", count)
+    refused(r, 2, d, before, "--calibration-examples", words)
 
 
 @pytest.mark.parametrize("args,words", [
@@ -528,7 +529,7 @@ def test_a_model_that_would_compute_nan_is_refused_naming_the_layer(work, cmd, e
     bad, needle = edited_checkpoint(work, edit)
     before = sorted(os.listdir(d))
     line = one_line_error(run(*command(cmd, bad, d / "out.onnx", *extra)), 1)
-    assert needle in line, line
+    assert needle in line and str(bad) in line, line
     assert sorted(os.listdir(d)) == before and leftovers(d) == []
 
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 
 #include "cli_common.h"
 #include "deploy/model_folding.h"
@@ -52,11 +53,34 @@ std::string describe_doc(const CheckpointModel& m, const char* what) {
          std::to_string(m.epochs) + " epochs; input: (N, 1, 28, 28) float32 pixels / 255";
 }
 
+// What the model-level steps (state checks, folding, calibration) refuse is the
+// checkpoint's problem: their messages name the layer, this adds the file.
+template <class F>
+auto about_checkpoint(const std::string& checkpoint, F&& step) {
+  try {
+    return step();
+  } catch (const deploy::ExportError& e) {
+    throw std::runtime_error(checkpoint + ": " + e.what());
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(checkpoint + ": " + e.what());
+  }
+}
+
+// The checkpoint's model, checked for state no model file should hold, and folded.
+CheckpointModel load_checked(const std::string& checkpoint, bool fold) {
+  CheckpointModel m = load_checkpoint_model(checkpoint);
+  about_checkpoint(checkpoint, [&] { deploy::check_exportable_state(*m.model); });
+  if (fold) {
+    const deploy::FoldReport report =
+        about_checkpoint(checkpoint, [&] { return deploy::fold_batch_norms(*m.model); });
+    std::printf("%s", report.summary().c_str());
+  }
+  return m;
+}
+
 void run_export(const ExportArgs& a) {
   check_onnx_path(a.onnx, a.checkpoint, {}, a.force);
-  CheckpointModel m = load_checkpoint_model(a.checkpoint);
-  deploy::check_exportable_state(*m.model);
-  if (!a.no_fold) std::printf("%s", deploy::fold_batch_norms(*m.model).summary().c_str());
+  CheckpointModel m = load_checked(a.checkpoint, !a.no_fold);
   deploy::OnnxExportOptions o;
   o.graph_name = m.options.model;
   o.doc = describe_doc(m, a.no_fold ? "float export" : "float export, batch norm folded");
@@ -78,18 +102,19 @@ void run_quantize(const QuantizeArgs& a) {
                      std::to_string(a.calibration_examples) + ")");
   check_onnx_path(a.onnx, a.checkpoint, data_files(a.data), a.force);
   const int threads = apply_threads(a.threads);
-  CheckpointModel m = load_checkpoint_model(a.checkpoint);
-  deploy::check_exportable_state(*m.model);
-  const deploy::FoldReport report = deploy::fold_batch_norms(*m.model);
-  std::printf("%s", report.summary().c_str());
   const data::TrainTest d = load_data(a.data);
+  if (a.calibration_examples > d.train.count)
+    throw UsageError("--calibration-examples " + std::to_string(a.calibration_examples) +
+                     " exceeds the " + std::to_string(d.train.count) + " training examples");
+  CheckpointModel m = load_checked(a.checkpoint, true);
   deploy::CalibrationOptions co;
   co.method = a.calibration == "percentile" ? deploy::Calibration::percentile
                                             : deploy::Calibration::minmax;
   co.percentile = a.percentile;
   co.examples = a.calibration_examples;
   co.batch_size = m.options.batch_size;
-  const deploy::QuantizationPlan plan = deploy::calibrate(*m.model, d.train, co);
+  const deploy::QuantizationPlan plan =
+      about_checkpoint(a.checkpoint, [&] { return deploy::calibrate(*m.model, d.train, co); });
 
   deploy::OnnxExportOptions o;
   o.graph_name = m.options.model + "-int8";
@@ -98,12 +123,15 @@ void run_quantize(const QuantizeArgs& a) {
   const std::string bytes = deploy::export_onnx(*m.model, o);
 
   // The float (folded) network and the engine's simulation of the int8 one, on the test set.
-  const ModelScore f = score_model(*m.model, copies_of(m.options.model, [](nn::Sequential<float>& c) {
+  nn::ReplicaEvaluator float_evaluator, int8_evaluator;
+  const ModelScore f = score_model(float_evaluator, *m.model,
+                                   copies_of(m.options.model, [](nn::Sequential<float>& c) {
                                      deploy::fold_batch_norms(c);
                                    }),
                                    d.test, m.options.batch_size, threads);
   deploy::simulate(*m.model, plan);
-  const ModelScore q = score_model(*m.model, copies_of(m.options.model, [&plan](nn::Sequential<float>& c) {
+  const ModelScore q = score_model(int8_evaluator, *m.model,
+                                   copies_of(m.options.model, [&plan](nn::Sequential<float>& c) {
                                      deploy::fold_batch_norms(c);
                                      deploy::simulate(c, plan);
                                    }),

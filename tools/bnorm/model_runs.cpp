@@ -38,22 +38,15 @@ nn::ReplicaEvaluator::CopyMaker copies_of(const std::string& model_name,
   };
 }
 
-ModelScore score_model(nn::Sequential<float>& model, const nn::ReplicaEvaluator::CopyMaker& copies,
-                       const data::ImageDataset& data, int64_t batch_size, int threads,
-                       int repeats) {
+ModelScore score_model(nn::ReplicaEvaluator& evaluator, nn::Sequential<float>& model,
+                       const nn::ReplicaEvaluator::CopyMaker& copies,
+                       const data::ImageDataset& data, int64_t batch_size, int threads) {
   ModelScore s;
   s.examples = data.count;
   if (data.count < 1) return s;
-  nn::ReplicaEvaluator evaluator;
-  std::vector<double> seconds;
-  nn::LossTotals totals;
-  for (int r = 0; r < std::max(repeats, 1); ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    totals = evaluator.run(model, copies, data, 0, data.count, batch_size, threads);
-    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(seconds.begin(), seconds.end());
-  s.seconds = seconds[seconds.size() / 2];
+  const auto t0 = std::chrono::steady_clock::now();
+  const nn::LossTotals totals = evaluator.run(model, copies, data, 0, data.count, batch_size, threads);
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   s.loss = totals.loss_sum / static_cast<double>(data.count);
   s.accuracy = static_cast<double>(totals.correct) / static_cast<double>(data.count);
   s.examples_per_sec = s.seconds > 0 ? static_cast<double>(data.count) / s.seconds : 0;

@@ -35,16 +35,17 @@ nn::ReplicaEvaluator::CopyMaker copies_of(
 struct ModelScore {
   double loss = 0, accuracy = 0;
   int64_t examples = 0;
-  double seconds = 0;  // the median of the timed passes
+  double seconds = 0;
   double examples_per_sec = 0;
 };
 
 // Loss and accuracy of `model` (eval mode) over `data`, in batches of batch_size on
-// `threads` threads (batch-level threads, replica_evaluation.h). `repeats` passes are
-// timed and the median is kept (the scores are the same in every pass).
-ModelScore score_model(nn::Sequential<float>& model, const nn::ReplicaEvaluator::CopyMaker& copies,
-                       const data::ImageDataset& data, int64_t batch_size, int threads,
-                       int repeats = 1);
+// `threads` threads (batch-level threads through `evaluator`, replica_evaluation.h), and
+// the pass's time. The evaluator's first pass for a model also builds its copies: a
+// caller that compares times makes an untimed pass first.
+ModelScore score_model(nn::ReplicaEvaluator& evaluator, nn::Sequential<float>& model,
+                       const nn::ReplicaEvaluator::CopyMaker& copies,
+                       const data::ImageDataset& data, int64_t batch_size, int threads);
 
 // The logits of every example of `data`, (count, classes) row-major, in batches.
 std::vector<float> model_logits(nn::Sequential<float>& model, const data::ImageDataset& data,

@@ -291,6 +291,20 @@ TEST(FoldBatchNormErrors, PartialOverlapIsRefused) {
   EXPECT_EQ(gamma_storage, std::vector<float>(n, 1.f));
 }
 
+TEST(FoldBatchNormErrors, LayoutsMustBeChannelsFirstAndAgree) {
+  Problem<double> p({3, 2, 3, 3}, 81);
+  std::vector<double> w(p.count(), 42.0), b(3, 42.0);
+  for (const auto& [in, out] : {std::pair{bnorm::Layout::channels_first, bnorm::Layout::channels_last},
+                                std::pair{bnorm::Layout::channels_last, bnorm::Layout::channels_last}}) {
+    expect_error(BNORM_ERROR_INVALID_SHAPE, "layout" , [&, in = in, out = out] {
+      bnorm::fold_batch_norm<double>(TensorView<const double>{p.weight.data(), p.sizes, in}, p.bias,
+                                     p.mean, p.var, p.gamma, p.beta, 1e-5,
+                                     TensorView<double>{w.data(), p.sizes, out}, b);
+    });
+    EXPECT_EQ(w, std::vector<double>(p.count(), 42.0));  // nothing written
+  }
+}
+
 TEST(FoldBatchNormErrors, BadArgumentsAreRefusedNamingTheArgument) {
   Problem<double> p({3, 2, 3, 3}, 80);
   std::vector<double> w(p.count(), 42.0), b(3, 42.0);

@@ -177,14 +177,36 @@ TEST(QuantizeWeights, PerChannelScalesIntegersAndBias) {
   // bias[1] on the all-zero row: scale input_scale * 1.
   EXPECT_EQ(q.bias[1], static_cast<int32_t>(std::nearbyint(-0.2 / static_cast<double>(0.02f))));
 
-  // No bias: zeros. A bias beyond int32 saturates.
+  // No bias: zeros.
   const QuantizedWeights none = quantize_weights(w, {}, rows, input_scale);
   EXPECT_EQ(none.bias, std::vector<int32_t>(4, 0));
   EXPECT_EQ(none.weight, q.weight);
-  const std::vector<float> huge{1e30f, -1e30f, 0.f, 0.f};
-  const QuantizedWeights sat = quantize_weights(w, huge, rows, input_scale);
-  EXPECT_EQ(sat.bias[0], std::numeric_limits<int32_t>::max());
-  EXPECT_EQ(sat.bias[1], std::numeric_limits<int32_t>::min());
+}
+
+TEST(QuantizeWeights, ABiasBeyondInt32WidensTheWeightScaleInsteadOfSaturating) {
+  // A folded channel with a tiny gamma: weights ~1e-7 (s_w ~ 1e-9), bias 3 at input scale
+  // 0.02 would need ~1.5e11 steps of int32. Once clamped to INT32_MAX silently (a wrong
+  // bias: LeNet-BN's int8 accuracy fell 5 points); now s_w widens until the bias fits.
+  const int64_t rows = 3, per = 4;
+  std::vector<float> w{1e-7f, -2e-7f, 5e-8f, 0.f,  0.1f, -0.2f, 0.05f, 0.3f,
+                       1e-7f, 1e-7f, -1e-7f, 0.f};
+  const std::vector<float> bias{3.f, 0.5f, -1e30f};
+  const float input_scale = 0.02f;
+  const QuantizedWeights q = quantize_weights(w, bias, rows, input_scale);
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_GT(q.bias[k], std::numeric_limits<int32_t>::min()) << k;
+    EXPECT_LT(q.bias[k], std::numeric_limits<int32_t>::max()) << k;
+    EXPECT_EQ(q.bias_scale[k], input_scale * q.weight_scale[k]) << k;
+    const double back = static_cast<double>(q.bias[k]) * q.bias_scale[k];
+    EXPECT_LE(std::fabs(back - bias[k]), 0.5 * q.bias_scale[k] * (1 + 1e-6) + 1e-6 * std::fabs(bias[k]))
+        << "bias " << k;
+    for (size_t j = 0; j < per; ++j) {
+      const double wback = static_cast<double>(q.weight[k * per + j]) * q.weight_scale[k];
+      EXPECT_LE(std::fabs(wback - w[k * per + j]), 0.5 * q.weight_scale[k] * (1 + 1e-6));
+    }
+  }
+  EXPECT_GT(q.weight_scale[0], 1e-7f / 127.f);  // widened
+  EXPECT_EQ(q.weight_scale[1], 0.3f / 127.f);   // this row's bias fits: untouched
 }
 
 // A folded lenet-bn in eval mode, with statistics that make its logits vary.
