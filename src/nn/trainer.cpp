@@ -400,10 +400,11 @@ TrainOptions Trainer::options_from(const Checkpoint& c, const std::string& sourc
   o.model = meta(c, "model", source);
   const auto& names = model_names();
   if (std::find(names.begin(), names.end(), o.model) == names.end()) {
-    std::string choices;
-    for (const auto& n : names) choices += (choices.empty() ? "" : ", ") + n;
-    throw CheckpointError(source + ": the metadata names an unknown model '" + o.model +
-                          "' (this bnorm knows " + choices + ")");
+    try {
+      make_model<float>(o.model, 0);  // its message lists the models this bnorm knows
+    } catch (const std::invalid_argument& e) {
+      throw CheckpointError(source + ": bad metadata: " + e.what());
+    }
   }
   o.seed = parse_number<uint64_t>(c, "seed", source);
   o.batch_size = parse_number<int64_t>(c, "batch_size", source);

@@ -573,3 +573,20 @@ def test_a_model_without_batch_norm_exports_and_says_nothing_folded(tmp_path):
     assert not re.search(r"^folded", stdout, re.M), stdout
     assert op_counts(checked(out))["BatchNormalization"] == 0
     assert sorted(os.listdir(tmp_path)) == ["lenet.ckpt", "lenet.onnx"]
+
+
+def test_evaluate_logits_follows_the_output_rules(work):
+    # --logits is an output like any other: a file that is not a NumPy array needs
+    # --force, the checkpoint itself is refused, and what arrives is a whole .npy.
+    d, ckpt = work
+    notes = d / "notes.npy"
+    notes.write_text("my notes\n")
+    before = sorted(os.listdir(d))
+    args = ["evaluate", "--checkpoint", str(ckpt), "--test-examples", "64", *THREADS]
+    refused(run(*args, "--logits", str(notes)), 2, d, before, "--logits", "--force")
+    assert notes.read_text() == "my notes\n"
+    refused(run(*args, "--logits", str(ckpt), "--force"), 2, d, before, "--logits", "same file")
+    ok(run(*args, "--logits", str(notes), "--force"))
+    assert np.load(notes).shape == (64, 10) and leftovers(d) == []
+    ok(run(*args, "--fold-bn", "--logits", str(notes)))  # now a NumPy array: no --force
+    assert np.load(notes).dtype == np.float32

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "cli_common.h"
@@ -13,7 +14,6 @@
 #include "io/output_paths.h"
 #include "model_runs.h"
 #include "nn/checkpoint.h"
-#include "nn/models.h"
 #include "nn/trainer.h"
 
 namespace bnorm::cli {
@@ -42,6 +42,37 @@ double max_relative_difference(const std::vector<float>& a, const std::vector<fl
     scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
   }
   return scale > 0 ? diff / scale : diff;
+}
+
+// The scores of the unfolded and the folded model on `test`, and their times: an
+// untimed pass each (it builds the evaluators' copies), then three timed passes each,
+// the two models taking turns; the median pass of each is kept. Same run, same threads.
+std::pair<ModelScore, ModelScore> timed_in_turns(nn::Sequential<float>& plain,
+                                                 nn::Sequential<float>& folded,
+                                                 const nn::TrainOptions& options,
+                                                 const data::ImageDataset& test, int threads) {
+  const auto plain_copies = copies_of(options.model);
+  const auto folded_copies =
+      copies_of(options.model, [](nn::Sequential<float>& m) { deploy::fold_batch_norms(m); });
+  nn::ReplicaEvaluator evaluators[2];
+  nn::Sequential<float>* models[2] = {&plain, &folded};
+  const nn::ReplicaEvaluator::CopyMaker* copies[2] = {&plain_copies, &folded_copies};
+  ModelScore scores[2];
+  std::vector<double> seconds[2];
+  for (int pass = 0; pass < 4; ++pass)
+    for (int k = 0; k < 2; ++k) {
+      const ModelScore s =
+          score_model(evaluators[k], *models[k], *copies[k], test, options.batch_size, threads);
+      if (pass == 0) scores[k] = s;
+      else seconds[k].push_back(s.seconds);
+    }
+  for (int k = 0; k < 2; ++k) {
+    std::sort(seconds[k].begin(), seconds[k].end());
+    scores[k].seconds = seconds[k][1];
+    scores[k].examples_per_sec =
+        scores[k].seconds > 0 ? static_cast<double>(test.count) / scores[k].seconds : 0;
+  }
+  return {scores[0], scores[1]};
 }
 
 void check_paths(const EvaluateArgs& a) {
@@ -79,52 +110,26 @@ void run_evaluate(const EvaluateArgs& a) {
   if (!a.fold_bn && a.logits.empty()) return;
 
   // The checkpoint's network as a plain eval-mode model, and (with --fold-bn) its folded form.
-  auto plain = nn::make_model<float>(options.model, 0);
-  plain->copy_state_from(trainer.model());
-  plain->set_training(false);
+  auto plain = eval_copy(options.model, trainer.model());
   std::unique_ptr<nn::Sequential<float>> folded;
+  int64_t classes = 0;
+  std::vector<float> folded_logits;
   if (a.fold_bn) {
-    folded = nn::make_model<float>(options.model, 0);
-    folded->copy_state_from(trainer.model());
-    folded->set_training(false);
-    const deploy::FoldReport report = deploy::fold_batch_norms(*folded);
-    std::printf("%s", report.summary().c_str());
-    // An untimed pass each (it builds the evaluators' copies), then three timed passes
-    // each, the two models taking turns; medians compared: same run, same threads.
-    const auto plain_copies = copies_of(options.model);
-    const auto folded_copies =
-        copies_of(options.model, [](nn::Sequential<float>& m) { deploy::fold_batch_norms(m); });
-    nn::ReplicaEvaluator plain_evaluator, folded_evaluator;
-    ModelScore u = score_model(plain_evaluator, *plain, plain_copies, d.test, options.batch_size, threads);
-    ModelScore f = score_model(folded_evaluator, *folded, folded_copies, d.test, options.batch_size, threads);
-    std::vector<double> u_seconds, f_seconds;
-    for (int r = 0; r < 3; ++r) {
-      u_seconds.push_back(score_model(plain_evaluator, *plain, plain_copies, d.test,
-                                      options.batch_size, threads).seconds);
-      f_seconds.push_back(score_model(folded_evaluator, *folded, folded_copies, d.test,
-                                      options.batch_size, threads).seconds);
-    }
-    std::sort(u_seconds.begin(), u_seconds.end());
-    std::sort(f_seconds.begin(), f_seconds.end());
-    u.seconds = u_seconds[1];
-    f.seconds = f_seconds[1];
-    const double n = static_cast<double>(d.test.count);
-    u.examples_per_sec = u.seconds > 0 ? n / u.seconds : 0;
-    f.examples_per_sec = f.seconds > 0 ? n / f.seconds : 0;
-    int64_t classes = 0;
+    folded = eval_copy(options.model, trainer.model());
+    std::printf("%s", deploy::fold_batch_norms(*folded).summary().c_str());
+    const auto [u, f] = timed_in_turns(*plain, *folded, options, d.test, threads);
+    folded_logits = model_logits(*folded, d.test, options.batch_size, &classes);
     const double rel = max_relative_difference(
-        model_logits(*folded, d.test, options.batch_size, &classes),
-        model_logits(*plain, d.test, options.batch_size, &classes));
+        folded_logits, model_logits(*plain, d.test, options.batch_size, &classes));
     std::printf("folded: test loss %.4f, test acc %.4f  |  %.0f examples/sec vs %.0f unfolded "
-                "(speed-up %.2fx, medians of 3 alternating passes)  |  logits max |folded - unfolded| / max "
-                "|unfolded| = %.2e\n",
+                "(speed-up %.2fx, medians of 3 alternating passes)  |  logits max |folded - "
+                "unfolded| / max |unfolded| = %.2e\n",
                 f.loss, f.accuracy, f.examples_per_sec, u.examples_per_sec,
                 u.seconds > 0 && f.seconds > 0 ? u.seconds / f.seconds : 0.0, rel);
   }
   if (!a.logits.empty()) {
-    nn::Sequential<float>& model = folded ? *folded : *plain;
-    int64_t classes = 0;
-    const std::vector<float> logits = model_logits(model, d.test, options.batch_size, &classes);
+    const std::vector<float> logits =
+        folded ? std::move(folded_logits) : model_logits(*plain, d.test, options.batch_size, &classes);
     io::write_file_atomically(a.logits, npy_bytes(logits, {d.test.count, classes}));
     std::printf("logits of %lld test examples%s -> %s\n", static_cast<long long>(d.test.count),
                 folded ? " (folded)" : "", a.logits.c_str());

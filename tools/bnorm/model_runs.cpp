@@ -13,6 +13,14 @@
 
 namespace bnorm::cli {
 
+std::unique_ptr<nn::Sequential<float>> eval_copy(const std::string& model_name,
+                                                 nn::Sequential<float>& from) {
+  auto model = nn::make_model<float>(model_name, 0);
+  model->copy_state_from(from);
+  model->set_training(false);
+  return model;
+}
+
 CheckpointModel load_checkpoint_model(const std::string& path) {
   const nn::Checkpoint c = nn::read_checkpoint(path);
   CheckpointModel m;
@@ -22,9 +30,7 @@ CheckpointModel load_checkpoint_model(const std::string& path) {
   nn::Trainer trainer(m.options);
   trainer.restore(c, path);
   m.epochs = trainer.epochs_done();
-  m.model = nn::make_model<float>(m.options.model, 0);
-  m.model->copy_state_from(trainer.model());
-  m.model->set_training(false);
+  m.model = eval_copy(m.options.model, trainer.model());
   return m;
 }
 

@@ -22,6 +22,10 @@ struct CheckpointModel {
   std::unique_ptr<nn::Sequential<float>> model;  // its weights and statistics, eval mode
 };
 
+// A plain eval-mode model of `from`'s layers (the named model) holding its state.
+std::unique_ptr<nn::Sequential<float>> eval_copy(const std::string& model_name,
+                                                 nn::Sequential<float>& from);
+
 // Reads and checks `path` like `bnorm evaluate` (a damaged file: an error naming it).
 CheckpointModel load_checkpoint_model(const std::string& path);
 
