@@ -224,12 +224,12 @@ class _NormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, plan, x, weight, bias):
-        _sync_threads()
         with _profiled(plan.name + "_forward"):
-            y = plan.forward(_array(x), _array(weight), _array(bias))
+            _sync_threads()
+            y = torch.from_numpy(plan.forward(_array(x), _array(weight), _array(bias)))
         ctx.plan = plan
         ctx.save_for_backward(x, weight)  # torch checks they are not modified in place
-        return torch.from_numpy(y)
+        return y
 
     @staticmethod
     @once_differentiable
@@ -238,12 +238,11 @@ class _NormFunction(torch.autograd.Function):
         if not (need_dx or need_dw or need_db):
             return None, None, None, None
         x, weight = ctx.saved_tensors
-        _sync_threads()
         with _profiled(ctx.plan.name + "_backward"):
-            dx, dw, db = ctx.plan.backward(_array(x), dy.numpy(), _array(weight), need_dx,
-                                           need_dw, need_db)
-        wrap = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
-        return None, wrap(dx), wrap(dw), wrap(db)
+            _sync_threads()
+            grads = ctx.plan.backward(_array(x), dy.numpy(), _array(weight), need_dx, need_dw,
+                                      need_db)
+            return (None,) + tuple(None if g is None else torch.from_numpy(g) for g in grads)
 
 
 # ---- batch norm ------------------------------------------------------------------------

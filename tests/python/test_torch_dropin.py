@@ -321,11 +321,18 @@ def test_strided_input_and_expanded_gradient():
 
 
 def test_threads_follow_torch(restore_threads):
+    """bnorm's default count follows OpenMP's, which torch.set_num_threads also sets; a
+    count set through bnorm.set_num_threads must be brought back to torch's too."""
     old = torch.get_num_threads()
     try:
         for n in (1, 2):
+            bnorm.set_num_threads(3)
             torch.set_num_threads(n)
-            bt.BatchNorm1d(2)(torch.randn(3, 2))
+            x = torch.randn(3, 2, requires_grad=True)
+            y = bt.BatchNorm1d(2)(x)
+            assert bnorm.get_num_threads() == n
+            bnorm.set_num_threads(3)
+            y.sum().backward()
             assert bnorm.get_num_threads() == n
     finally:
         torch.set_num_threads(old)
