@@ -106,8 +106,9 @@ def _sync_threads():
 
 
 def _array(t):
-    """A numpy view of a CPU tensor (no copy), or None."""
-    return None if t is None else t.detach().numpy()
+    """A numpy view of a CPU tensor (no copy), or None. numpy() refuses a lazily negated
+    tensor (autograd can hand one over as dy): resolve_neg is a no-op on any other."""
+    return None if t is None else t.detach().resolve_neg().numpy()
 
 
 def _profiled(name):
@@ -240,7 +241,7 @@ class _NormFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         with _profiled(ctx.plan.name + "_backward"):
             _sync_threads()
-            grads = ctx.plan.backward(_array(x), dy.numpy(), _array(weight), need_dx, need_dw,
+            grads = ctx.plan.backward(_array(x), _array(dy), _array(weight), need_dx, need_dw,
                                       need_db)
             return (None,) + tuple(None if g is None else torch.from_numpy(g) for g in grads)
 
@@ -404,8 +405,12 @@ def _swapped(module, target):
     new._buffers.update(module._buffers)
     new._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
     for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                  "_state_dict_hooks", "_load_state_dict_pre_hooks"):
-        getattr(new, hooks).update(getattr(module, hooks))
+                  "_state_dict_hooks", "_load_state_dict_pre_hooks",
+                  "_load_state_dict_post_hooks"):
+        if hasattr(module, hooks):
+            getattr(new, hooks).update(getattr(module, hooks))
+    if hasattr(module, "_is_full_backward_hook"):
+        new._is_full_backward_hook = module._is_full_backward_hook
     new.train(module.training)
     return new
 

@@ -259,6 +259,17 @@ def test_eval_backward_uses_the_forwards_statistics():
     torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0], expected)
 
 
+def test_negated_gradient_and_hooks_survive_convert():
+    bn = nn.BatchNorm1d(3)
+    calls = []
+    bn.register_forward_hook(lambda m, i, o: calls.append("forward"))
+    bn.register_full_backward_hook(lambda m, gi, go: calls.append("backward"))
+    ours = bt.convert(bn)
+    x = torch.randn(4, 3, requires_grad=True)
+    torch.neg(ours(x)).sum().backward()
+    assert calls == ["forward", "backward"] and x.grad is not None
+
+
 def test_frozen_parameters_get_no_gradient():
     ours = bt.BatchNorm2d(3)
     ours.weight.requires_grad_(False)
