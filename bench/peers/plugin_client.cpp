@@ -2,14 +2,20 @@
 
 #include <dlfcn.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "peers_plugin.h"
 
-// The plugin's path in the build tree, from CMake; empty when the build made none.
-#ifndef BNORM_PEERS_PLUGIN_PATH
-#error "CMake defines BNORM_PEERS_PLUGIN_PATH"
+// The plugin's file name, from CMake; empty when the build made none. It is looked for
+// beside the running executable (the build tree's layout: build/bnorm and
+// build/bench/bench_peers, the plugin in build/bench/peers/), never by an absolute path
+// compiled in: an installed bnorm carries no path into the build tree.
+#ifndef BNORM_PEERS_PLUGIN_NAME
+#error "CMake defines BNORM_PEERS_PLUGIN_NAME"
 #endif
 
 namespace bnorm_bench {
@@ -53,12 +59,34 @@ class PluginPeer final : public Peer {
   char error_[512] = {};
 };
 
-const bnorm_bench_peers_api &load_api() {
-  const char *from_environment = std::getenv("BNORM_PEERS_PLUGIN");
-  const std::string path = from_environment ? from_environment : BNORM_PEERS_PLUGIN_PATH;
-  if (path.empty())
+// The directory of the running executable (from /proc/self/exe), with a trailing '/'.
+std::string executable_directory() {
+  std::vector<char> buffer(4096);
+  const ssize_t length = readlink("/proc/self/exe", buffer.data(), buffer.size() - 1);
+  if (length <= 0) throw PluginUnavailable("cannot read /proc/self/exe to find the plugin");
+  std::string path(buffer.data(), static_cast<size_t>(length));
+  return path.substr(0, path.rfind('/') + 1);
+}
+
+// $BNORM_PEERS_PLUGIN, else the first of <exe dir>/bench/peers/NAME (bnorm) and
+// <exe dir>/peers/NAME (bench_peers) that exists.
+std::string plugin_path() {
+  if (const char *from_environment = std::getenv("BNORM_PEERS_PLUGIN")) return from_environment;
+  const std::string name = BNORM_PEERS_PLUGIN_NAME;
+  if (name.empty())
     throw PluginUnavailable("this build made no peers plugin (it needs libtorch and oneDNN "
                             "found by CMake, and BNORM_BUILD_PEERS on)");
+  const std::string directory = executable_directory();
+  for (const char *relative : {"bench/peers/", "peers/"}) {
+    const std::string candidate = directory + relative + name;
+    if (access(candidate.c_str(), R_OK) == 0) return candidate;
+  }
+  throw PluginUnavailable("no " + name + " in " + directory + "bench/peers/ or " + directory +
+                          "peers/ (an installed bnorm has none)");
+}
+
+const bnorm_bench_peers_api &load_api() {
+  const std::string path = plugin_path();
   void *library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!library) throw PluginUnavailable(dlerror());
   auto entry = reinterpret_cast<bnorm_bench_peers_entry>(

@@ -20,7 +20,8 @@ struct PluginPeers {
   std::unique_ptr<Peer> aten, onednn_plain, onednn_blocked;
 };
 
-// The plugin at $BNORM_PEERS_PLUGIN, else the one this build tree made. Loaded once,
+// The plugin at $BNORM_PEERS_PLUGIN, else the one this build tree made, found beside the
+// running executable (plugin_client.cpp). Loaded once,
 // never unloaded (libtorch does not survive dlclose). Throws PluginUnavailable.
 PluginPeers load_plugin_peers();
 

@@ -51,10 +51,12 @@
 #define BNORM_BNORM_H
 
 #include <stdint.h>
+#include <bnorm/export.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+BNORM_PUBLIC_BEGIN
 
 /* In C++ the enums name C's underlying type (GCC and clang: unsigned int) explicitly.
    Then any value a C caller passes (layout 7, say) is a value of the type and is
@@ -413,6 +415,7 @@ const char *bnorm_kernel_isa(void);
 int bnorm_version(void);
 const char *bnorm_version_string(void);
 
+BNORM_PUBLIC_END
 #ifdef __cplusplus
 }
 #endif

@@ -15,8 +15,8 @@
 #pragma once
 
 #include <bnorm/bnorm.h>
-#include <bnorm/error.hpp>
-#include <bnorm/sync_batch_norm.h>  // bnorm_collective (BatchNorm::synchronize)        // Error, Layout, RunningVar
+#include <bnorm/error.hpp>  // Error, Layout, RunningVar
+#include <bnorm/sync_batch_norm.h>  // bnorm_collective (BatchNorm::synchronize)
 #include <bnorm/tensor_view.hpp>  // TensorView
 
 #include <cstdint>
@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+BNORM_PUBLIC_BEGIN
 namespace bnorm {
 
 // How a training forward updates running statistics. momentum nullopt = cumulative
@@ -255,6 +256,7 @@ inline const char* version() { return bnorm_version_string(); }
 inline const char* kernel_isa() { return bnorm_kernel_isa(); }
 
 }  // namespace bnorm
+BNORM_PUBLIC_END
 
 // The normalization family beside batch norm: LayerNorm, RMSNorm, GroupNorm, InstanceNorm.
 #include <bnorm/norms.hpp>

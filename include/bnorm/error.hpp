@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 
+BNORM_PUBLIC_BEGIN
 namespace bnorm {
 
 enum class Layout { channels_first = BNORM_CHANNELS_FIRST, channels_last = BNORM_CHANNELS_LAST };
@@ -35,3 +36,4 @@ class Error : public std::runtime_error {
 };
 
 }  // namespace bnorm
+BNORM_PUBLIC_END

@@ -26,6 +26,7 @@
 #include <span>
 #include <vector>
 
+BNORM_PUBLIC_BEGIN
 namespace bnorm {
 
 // ---- functional API ----------------------------------------------------------------
@@ -260,3 +261,4 @@ extern template class InstanceNorm<float>;
 extern template class InstanceNorm<double>;
 
 }  // namespace bnorm
+BNORM_PUBLIC_END

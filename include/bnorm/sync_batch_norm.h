@@ -37,10 +37,12 @@
 #define BNORM_SYNC_BATCH_NORM_H
 
 #include <bnorm/bnorm.h>
+#include <bnorm/export.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+BNORM_PUBLIC_BEGIN
 
 /* The most channels a SyncBN call takes (each process's forward message is 2 + 2c
    doubles, and it receives one from every process): a larger c is
@@ -96,6 +98,7 @@ bnorm_status bnorm_sync_batch_norm_backward_f64(
     int64_t spatial, const double *x, const double *dy, double *dx, const double *weight,
     const double *save_mean, const double *save_invstd, double *dweight, double *dbias);
 
+BNORM_PUBLIC_END
 #ifdef __cplusplus
 }
 #endif

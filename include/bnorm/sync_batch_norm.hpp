@@ -13,6 +13,7 @@
 #include <bnorm/bnorm.hpp>
 #include <bnorm/sync_batch_norm.h>
 
+BNORM_PUBLIC_BEGIN
 namespace bnorm {
 
 // Functional SyncBN. x.sizes[0] may be 0 (an empty slice: its data may be null); every
@@ -48,3 +49,4 @@ class SyncBatchNorm : public BatchNorm<T> {
 };
 
 }  // namespace bnorm
+BNORM_PUBLIC_END

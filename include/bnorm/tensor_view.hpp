@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+BNORM_PUBLIC_BEGIN
 namespace bnorm {
 
 // A borrowed tensor. sizes are (N, C, *spatial) whatever the layout (like PyTorch);
@@ -32,3 +33,4 @@ struct TensorView {
 };
 
 }  // namespace bnorm
+BNORM_PUBLIC_END

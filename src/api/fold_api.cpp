@@ -84,11 +84,12 @@ void fold_batch_norm(const TensorView<const T>& weight, std::span<const T> bias,
                              folded_weight.data, out_bias);
 }
 
-template void fold_batch_norm<float>(const TensorView<const float>&, std::span<const float>,
+// The public API's instantiations are exported from libbnorm.so (bnorm/export.h).
+template BNORM_API void fold_batch_norm<float>(const TensorView<const float>&, std::span<const float>,
                                      std::span<const float>, std::span<const float>,
                                      std::span<const float>, std::span<const float>, double,
                                      const TensorView<float>&, std::span<float>);
-template void fold_batch_norm<double>(const TensorView<const double>&, std::span<const double>,
+template BNORM_API void fold_batch_norm<double>(const TensorView<const double>&, std::span<const double>,
                                       std::span<const double>, std::span<const double>,
                                       std::span<const double>, std::span<const double>, double,
                                       const TensorView<double>&, std::span<double>);

@@ -201,34 +201,35 @@ void batch_norm_relu_backward_inference(const TensorView<const T>& x,
   });
 }
 
+// The public API's instantiations are exported from libbnorm.so (bnorm/export.h).
 #define BNORM_INSTANTIATE(T)                                                                  \
-  template void batch_norm_forward_training<T>(                                               \
+  template BNORM_API void batch_norm_forward_training<T>(                                     \
       const TensorView<const T>&, const TensorView<T>&, std::span<const T>, std::span<const T>, \
       double, const RunningStatsUpdate&, std::span<T>, std::span<T>, std::span<T>,             \
       std::span<T>);                                                                          \
-  template void batch_norm_forward_inference<T>(                                              \
+  template BNORM_API void batch_norm_forward_inference<T>(                                    \
       const TensorView<const T>&, const TensorView<T>&, std::span<const T>, std::span<const T>, \
       std::span<const T>, std::span<const T>, double);                                        \
-  template void batch_norm_backward<T>(const TensorView<const T>&, const TensorView<const T>&, \
+  template BNORM_API void batch_norm_backward<T>(const TensorView<const T>&, const TensorView<const T>&, \
                                        const TensorView<T>&, std::span<const T>,              \
                                        std::span<const T>, std::span<const T>, std::span<T>,  \
                                        std::span<T>);                                         \
-  template void batch_norm_backward_inference<T>(                                             \
+  template BNORM_API void batch_norm_backward_inference<T>(                                   \
       const TensorView<const T>&, const TensorView<const T>&, const TensorView<T>&,           \
       std::span<const T>, std::span<const T>, std::span<const T>, double, std::span<T>,       \
       std::span<T>);                                                                          \
-  template void batch_norm_relu_forward_training<T>(                                          \
+  template BNORM_API void batch_norm_relu_forward_training<T>(                                \
       const TensorView<const T>&, const TensorView<T>&, std::span<const T>, std::span<const T>, \
       double, const RunningStatsUpdate&, std::span<T>, std::span<T>, std::span<T>,             \
       std::span<T>, std::span<uint8_t>);                                                      \
-  template void batch_norm_relu_forward_inference<T>(                                         \
+  template BNORM_API void batch_norm_relu_forward_inference<T>(                               \
       const TensorView<const T>&, const TensorView<T>&, std::span<const T>, std::span<const T>, \
       std::span<const T>, std::span<const T>, double, std::span<uint8_t>);                    \
-  template void batch_norm_relu_backward<T>(                                                  \
+  template BNORM_API void batch_norm_relu_backward<T>(                                        \
       const TensorView<const T>&, const TensorView<const T>&, std::span<const uint8_t>,       \
       const TensorView<const T>&, const TensorView<T>&, std::span<const T>,                   \
       std::span<const T>, std::span<const T>, std::span<T>, std::span<T>);                    \
-  template void batch_norm_relu_backward_inference<T>(                                        \
+  template BNORM_API void batch_norm_relu_backward_inference<T>(                              \
       const TensorView<const T>&, const TensorView<const T>&, std::span<const uint8_t>,       \
       const TensorView<const T>&, const TensorView<T>&, std::span<const T>,                   \
       std::span<const T>, std::span<const T>, double, std::span<T>, std::span<T>);

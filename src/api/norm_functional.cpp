@@ -195,28 +195,29 @@ void instance_norm_forward_training(const TensorView<const T>& x, const TensorVi
   });
 }
 
+// The public API's instantiations are exported from libbnorm.so (bnorm/export.h).
 #define BNORM_INSTANTIATE(T)                                                                  \
-  template void layer_norm_forward<T>(const TensorView<const T>&, const TensorView<T>&,       \
+  template BNORM_API void layer_norm_forward<T>(const TensorView<const T>&, const TensorView<T>&, \
                                       std::span<const int64_t>, std::span<const T>,           \
                                       std::span<const T>, double, std::span<T>, std::span<T>); \
-  template void layer_norm_backward<T>(const TensorView<const T>&, const TensorView<const T>&, \
+  template BNORM_API void layer_norm_backward<T>(const TensorView<const T>&, const TensorView<const T>&, \
                                        const TensorView<T>&, std::span<const int64_t>,        \
                                        std::span<const T>, std::span<const T>,                \
                                        std::span<const T>, std::span<T>, std::span<T>);       \
-  template void rms_norm_forward<T>(const TensorView<const T>&, const TensorView<T>&,         \
+  template BNORM_API void rms_norm_forward<T>(const TensorView<const T>&, const TensorView<T>&, \
                                     std::span<const int64_t>, std::span<const T>,             \
                                     std::optional<double>, std::span<T>);                     \
-  template void rms_norm_backward<T>(const TensorView<const T>&, const TensorView<const T>&,  \
+  template BNORM_API void rms_norm_backward<T>(const TensorView<const T>&, const TensorView<const T>&, \
                                      const TensorView<T>&, std::span<const int64_t>,          \
                                      std::span<const T>, std::span<const T>, std::span<T>);   \
-  template void group_norm_forward<T>(const TensorView<const T>&, const TensorView<T>&,       \
+  template BNORM_API void group_norm_forward<T>(const TensorView<const T>&, const TensorView<T>&, \
                                       int64_t, std::span<const T>, std::span<const T>, double, \
                                       std::span<T>, std::span<T>);                            \
-  template void group_norm_backward<T>(const TensorView<const T>&, const TensorView<const T>&, \
+  template BNORM_API void group_norm_backward<T>(const TensorView<const T>&, const TensorView<const T>&, \
                                        const TensorView<T>&, int64_t, std::span<const T>,     \
                                        std::span<const T>, std::span<const T>, std::span<T>,  \
                                        std::span<T>);                                         \
-  template void instance_norm_forward_training<T>(                                            \
+  template BNORM_API void instance_norm_forward_training<T>(                                  \
       const TensorView<const T>&, const TensorView<T>&, std::span<const T>,                   \
       std::span<const T>, double, double, std::span<T>, std::span<T>, std::span<T>,           \
       std::span<T>);

@@ -15,6 +15,8 @@
 #include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// (GCC 12 gives a clone's ifunc default visibility whatever -fvisibility or a
+// visibility attribute says; cmake/bnorm.map keeps them out of libbnorm.so's exports.)
 #define BNORM_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define BNORM_CLONES
