@@ -308,9 +308,9 @@ class GroupNorm(torch.nn.GroupNorm):
     """torch.nn.GroupNorm computed by bnorm (F.group_norm's semantics): input (N, C, *)."""
 
     def forward(self, input):
-        if input.dim() < 2:  # bnorm would say so too, but torch's type is RuntimeError
-            raise RuntimeError(f"GroupNorm expects an input of at least 2 dims (N, C, *), got "
-                               f"{input.dim()}D input")
+        if input.dim() < 2:  # torch 1.13 fails here on input.size(1): an IndexError
+            raise IndexError(f"GroupNorm expects an input of at least 2 dims (N, C, *), got "
+                             f"{input.dim()}D input")
         if input.numel() == 0:
             return super().forward(input)
         _check_tensors("GroupNorm", input, self.weight, self.bias)

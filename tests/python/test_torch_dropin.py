@@ -393,10 +393,11 @@ def _state(m):
     (lambda: bt.GroupNorm(2, 4, affine=False), torch.randn(2, 5, 3), RuntimeError,
      "divisible by groups"),
     (lambda: bt.LayerNorm(4), torch.randn(2, 5), RuntimeError, "layer_norm"),
+    (lambda: bt.GroupNorm(1, 4), torch.randn(4), IndexError, "at least 2 dims"),
     (lambda: bt.InstanceNorm2d(3), torch.randn(2, 3, 1, 1), ValueError,
      "Expected more than 1 spatial element when training"),
 ], ids=["rank", "one-value", "dtype-mismatch", "half", "meta", "channels", "channels-notrack",
-        "groups", "layer-shape", "instance-one"])
+        "groups", "layer-shape", "group-1d", "instance-one"])
 def test_errors_are_torchs_and_change_nothing(make, x, error, fragment):
     m = make()
     torch_type = bt._TO_TORCH[type(m)]
