@@ -295,8 +295,8 @@ def test_kernels_see_the_tensors_memory(monkeypatch, fmt):
     bn = bt.BatchNorm2d(3)
     x = _input((2, 3, 4, 5), dtype=torch.float32, memory_format=fmt).requires_grad_(True)
     y = bn(x)
-    (xa, wa, ba, rma, rva), kwargs, (ya, _, _) = seen["forward_training"][0][:5], \
-        seen["forward_training"][1], seen["forward_training"][2]
+    args, kwargs, (ya, _, _) = seen["forward_training"]
+    xa, wa, ba, rma, rva = args[:5]
     assert np.shares_memory(xa, x.detach().numpy()) and xa.ctypes.data == x.data_ptr()
     assert wa.ctypes.data == bn.weight.data_ptr() and ba.ctypes.data == bn.bias.data_ptr()
     assert rma.ctypes.data == bn.running_mean.data_ptr()
