@@ -39,7 +39,10 @@ try:
     import torch  # noqa: F401
 except ImportError:
     torch = None
-if torch is not None and os.path.exists(os.path.join(where, "torch.py")):
+checked_torch = "bnorm.torch not checked (no torch)"
+if torch is not None:
+    if not os.path.exists(os.path.join(where, "torch.py")):
+        sys.exit(f"smoke: torch is installed but {where} has no bnorm/torch.py")
     import bnorm.torch as bt
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
@@ -52,6 +55,7 @@ if torch is not None and os.path.exists(os.path.join(where, "torch.py")):
         difference = float((model(images) - reference).abs().max())
     if difference > 1e-4:
         sys.exit(f"smoke: the converted model's output moved by {difference}")
+    checked_torch = f"bnorm.torch.convert within {difference:.1e}"
 
 print(f"smoke: bnorm {bnorm.__version__} from {where}: batch norm within {error:.1e}, "
-      f"errors as ValueError, kernels {bnorm.kernel_isa()}")
+      f"errors as ValueError, {checked_torch}, kernels {bnorm.kernel_isa()}")
