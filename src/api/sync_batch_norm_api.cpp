@@ -135,13 +135,12 @@ void sync_backward(const bnorm_collective& collective, const TensorView<const T>
   });
 }
 
-// The public API's instantiations are exported from libbnorm.so (bnorm/export.h).
 #define BNORM_INSTANTIATE(T)                                                                  \
-  template BNORM_API void sync_forward<T>(const bnorm_collective&, const TensorView<const T>&, \
+  template void sync_forward<T>(const bnorm_collective&, const TensorView<const T>&,          \
                                 const TensorView<T>&, std::span<const T>, std::span<const T>, \
                                 double, const RunningStatsUpdate&, std::span<T>, std::span<T>, \
                                 std::span<T>, std::span<T>, const Error*);                    \
-  template BNORM_API void sync_backward<T>(const bnorm_collective&, const TensorView<const T>&, \
+  template void sync_backward<T>(const bnorm_collective&, const TensorView<const T>&,         \
                                  const TensorView<const T>&, const TensorView<T>&,            \
                                  std::span<const T>, std::span<const T>, std::span<const T>,  \
                                  std::span<T>, std::span<T>, const Error*);
@@ -172,6 +171,7 @@ void sync_batch_norm_backward(const bnorm_collective& collective, const TensorVi
                         nullptr);
 }
 
+// The public API's instantiations are exported from libbnorm.so (bnorm/export.h).
 #define BNORM_INSTANTIATE(T)                                                                  \
   template BNORM_API void sync_batch_norm_forward_training<T>(                                 \
       const bnorm_collective&, const TensorView<const T>&, const TensorView<T>&,              \
