@@ -224,24 +224,52 @@ def table(result):
     return "\n".join(lines) + "\n"
 
 
+def _count(minimum):
+    """An argparse type: an integer >= minimum, else a usage error naming what was given."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _list(item):
+    """An argparse type: a comma-separated list of item's values."""
+    def parse(text):
+        return [item(part) for part in text.split(",")]
+    return parse
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--size", type=int, default=112)
-    p.add_argument("--classes", type=int, default=1000)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    p.add_argument("--batch", type=_count(2), default=16)
+    p.add_argument("--size", type=_count(1), default=112, help="input height and width")
+    p.add_argument("--classes", type=_count(1), default=1000)
+    p.add_argument("--repeats", type=_count(1), default=7)
+    p.add_argument("--threads", type=_list(_count(1)), default=[1, 2],
+                   help="comma-separated thread counts")
     p.add_argument("--formats", default="nchw,nhwc")
-    p.add_argument("--profile-steps", type=int, default=2, help="0: no BN timing")
-    p.add_argument("--offsets", default="0,1e3,1e4", help="numerics: input offsets")
-    p.add_argument("--scale", type=float, default=1.0, help="numerics: input scale")
+    p.add_argument("--profile-steps", type=_count(0), default=2, help="0: no BN timing")
+    p.add_argument("--offsets", type=_list(_number), default=[0.0, 1e3, 1e4],
+                   help="numerics: input offsets")
+    p.add_argument("--scale", type=_number, default=1.0, help="numerics: input scale")
     p.add_argument("--json", help="also write the results here (atomically)")
     args = p.parse_args()
-    threads = [int(t) for t in args.threads.split(",")]
+    threads = args.threads
     formats = args.formats.split(",")
     if any(f not in FORMATS for f in formats):
         p.error(f"--formats: choose from {', '.join(FORMATS)}")
-    args.offsets = [float(o) for o in args.offsets.split(",") if o]
     result = {
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
